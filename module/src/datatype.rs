@@ -1,0 +1,100 @@
+//! What every data type of the module shares: one trait for its versioned encoding, and the
+//! Redis type callbacks (RDB, AOF rewrite, digest, memory usage, copy, free) written once,
+//! generically, on top of it.
+
+use std::ffi::{c_void, CStr};
+
+use redis_module::raw;
+
+use crate::codec::Decoded;
+use crate::server::{io, RStr};
+
+pub trait ModuleValue: Clone + Sized {
+    /// The version written first in every payload; `decode` reads this and every older one.
+    const ENCODING_VERSION: u8;
+    /// The command that AOF rewrite emits to recreate a value from its payload.
+    const RESTORE_COMMAND: &'static CStr;
+
+    /// Canonical: equal states give equal bytes (digests are taken from it).
+    fn encode(&self) -> Vec<u8>;
+    fn decode(payload: &[u8]) -> Decoded<Self>;
+    /// Bytes owned on the heap beyond `size_of::<Self>()`.
+    fn heap_bytes(&self) -> usize;
+}
+
+pub const fn type_methods<T: ModuleValue>() -> raw::RedisModuleTypeMethods {
+    raw::RedisModuleTypeMethods {
+        version: raw::REDISMODULE_TYPE_METHOD_VERSION as u64,
+        rdb_load: Some(rdb_load::<T>),
+        rdb_save: Some(rdb_save::<T>),
+        aof_rewrite: Some(aof_rewrite::<T>),
+        mem_usage: Some(mem_usage::<T>),
+        digest: Some(digest::<T>),
+        free: Some(free::<T>),
+        aux_load: None,
+        aux_save: None,
+        aux_save2: None,
+        aux_save_triggers: 0,
+        free_effort: None,
+        unlink: None,
+        copy: Some(copy::<T>),
+        defrag: None,
+        mem_usage2: None,
+        free_effort2: None,
+        unlink2: None,
+        copy2: None,
+    }
+}
+
+// SAFETY (all callbacks): Redis passes back the pointer this module created from a `Box<T>`
+// for this type, and the IO / digest handles are valid for the duration of the callback.
+
+unsafe extern "C" fn rdb_load<T: ModuleValue>(
+    rdb: *mut raw::RedisModuleIO,
+    encver: i32,
+) -> *mut c_void {
+    if encver > i32::from(T::ENCODING_VERSION) {
+        return std::ptr::null_mut();
+    }
+    match io::load(rdb).as_deref().map(T::decode) {
+        Some(Ok(value)) => Box::into_raw(Box::new(value)).cast(),
+        _ => std::ptr::null_mut(),
+    }
+}
+
+unsafe extern "C" fn rdb_save<T: ModuleValue>(rdb: *mut raw::RedisModuleIO, value: *mut c_void) {
+    io::save(rdb, &(*value.cast::<T>()).encode());
+}
+
+unsafe extern "C" fn aof_rewrite<T: ModuleValue>(
+    aof: *mut raw::RedisModuleIO,
+    key: RStr,
+    value: *mut c_void,
+) {
+    io::emit_restore(aof, T::RESTORE_COMMAND, key, &(*value.cast::<T>()).encode());
+}
+
+unsafe extern "C" fn mem_usage<T: ModuleValue>(value: *const c_void) -> usize {
+    std::mem::size_of::<T>() + (*value.cast::<T>()).heap_bytes()
+}
+
+unsafe extern "C" fn digest<T: ModuleValue>(md: *mut raw::RedisModuleDigest, value: *mut c_void) {
+    for chunk in (*value.cast::<T>()).encode().chunks(8) {
+        let mut word = [0u8; 8];
+        word[..chunk.len()].copy_from_slice(chunk);
+        io::digest_int(md, i64::from_le_bytes(word));
+    }
+    io::digest_end(md);
+}
+
+unsafe extern "C" fn free<T: ModuleValue>(value: *mut c_void) {
+    drop(Box::from_raw(value.cast::<T>()));
+}
+
+unsafe extern "C" fn copy<T: ModuleValue>(
+    _from: RStr,
+    _to: RStr,
+    value: *const c_void,
+) -> *mut c_void {
+    Box::into_raw(Box::new((*value.cast::<T>()).clone())).cast()
+}

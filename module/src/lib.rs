@@ -1,0 +1,80 @@
+//! tally: a Redis module for exact sliding-window rate limiting and realtime metric
+//! aggregates. This file only registers the data types and commands.
+
+#![cfg_attr(test, allow(dead_code))]
+
+pub mod args;
+pub mod codec;
+pub mod datatype;
+pub mod error;
+pub mod metric;
+pub mod ratelimit;
+pub mod server;
+
+#[cfg(not(test))]
+mod registration {
+    use std::ffi::{c_int, CString};
+
+    use redis_module::{raw, redis_module, Context, RedisString, Status};
+
+    use crate::metric::{self, rdb::SERIES_TYPE};
+    use crate::ratelimit::{self, rdb::LOG_TYPE};
+    use crate::server::{Ctx, RStr};
+
+    type Handler = extern "C" fn(Ctx, *mut RStr, c_int) -> c_int;
+
+    /// (name, handler, flags). Every command takes exactly one key, at position 1.
+    const COMMANDS: &[(&str, Handler, &str)] = &[
+        (
+            "RATELIMIT.CHECK",
+            ratelimit::command::check,
+            "write deny-oom fast",
+        ),
+        ("RATELIMIT.PEEK", ratelimit::command::peek, "readonly fast"),
+        (
+            "RATELIMIT.RECORD",
+            ratelimit::command::record,
+            "write deny-oom fast",
+        ),
+        (
+            "RATELIMIT.RESTORE",
+            ratelimit::command::restore,
+            "write deny-oom",
+        ),
+        ("METRIC.ADD", metric::command::add, "write deny-oom fast"),
+        ("METRIC.SUMMARY", metric::command::summary, "readonly fast"),
+        ("METRIC.RESTORE", metric::command::restore, "write deny-oom"),
+    ];
+
+    fn init(ctx: &Context, _args: &[RedisString]) -> Status {
+        for &(name, handler, flags) in COMMANDS {
+            let (name_c, flags_c) = (CString::new(name).unwrap(), CString::new(flags).unwrap());
+            // SAFETY: called from OnLoad with its context; the strings outlive the call
+            // (Redis copies them).
+            let status = unsafe {
+                raw::RedisModule_CreateCommand.unwrap()(
+                    ctx.ctx,
+                    name_c.as_ptr(),
+                    Some(handler),
+                    flags_c.as_ptr(),
+                    1,
+                    1,
+                    1,
+                )
+            };
+            if status != raw::Status::Ok as c_int {
+                ctx.log_warning(&format!("tally: could not register {name}"));
+                return Status::Err;
+            }
+        }
+        Status::Ok
+    }
+
+    redis_module! {
+        name: "tally",
+        version: 1,
+        allocator: (redis_module::alloc::RedisAlloc, redis_module::alloc::RedisAlloc),
+        data_types: [LOG_TYPE, SERIES_TYPE],
+        init: init,
+    }
+}

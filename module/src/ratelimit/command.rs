@@ -1,0 +1,183 @@
+//! RATELIMIT.* commands: argument parsing, the key, replication and the reply.
+
+use std::ffi::c_int;
+
+use redis_module::raw;
+
+use super::log::{Decision, Log, Policy, MAX_WINDOW_MS};
+use super::rdb::{decode, LOG_TYPE};
+use crate::args;
+use crate::error::{Error, Result};
+use crate::server::{self, bytes, Ctx, Key, RStr, Reply};
+
+/// Largest limit or cost: replies are signed 64-bit integers.
+const MAX_AMOUNT: u64 = i64::MAX as u64;
+
+/// `RATELIMIT.CHECK key limit window_ms [limit window_ms ...] [COST cost]`
+///
+/// Allowed iff every policy's window holds at most `limit - cost`; then `cost` is recorded at
+/// the server's time. Reply: allowed, limit, remaining, retry_after_ms, reset_after_ms.
+pub extern "C" fn check(ctx: Ctx, argv: *mut RStr, argc: c_int) -> c_int {
+    server::run(ctx, argv, argc, |reply, args| {
+        let (policies, cost) = parse_request(args)?;
+        let key = Key::write(ctx, args[1]);
+        let now = server::now_ms();
+        let (decision, recorded) = match key.value::<Log>(&LOG_TYPE)? {
+            Some(log) => log.check(now, &policies, cost),
+            None => {
+                let mut log = Log::new();
+                let outcome = log.check(now, &policies, cost);
+                if outcome.1 {
+                    key.set_value(&LOG_TYPE, log)?;
+                }
+                outcome
+            }
+        };
+        if recorded {
+            let log = key.value::<Log>(&LOG_TYPE)?.ok_or(Error::WrongType)?;
+            if let Some(at) = log.expires_at_ms() {
+                key.expire_at(at);
+            }
+            let horizon = policies.iter().map(|p| p.window_ms).max().unwrap_or(1);
+            // Replicas and the AOF get the effect with the primary's clock reading, not the
+            // command: RATELIMIT.RECORD is deterministic given the log, time, cost and horizon.
+            replicate_record(ctx, args[1], now, cost, horizon);
+        }
+        write_decision(reply, &decision);
+        Ok(())
+    })
+}
+
+/// `RATELIMIT.PEEK key limit window_ms [limit window_ms ...] [COST cost]`
+///
+/// The reply CHECK would give now; records nothing.
+pub extern "C" fn peek(ctx: Ctx, argv: *mut RStr, argc: c_int) -> c_int {
+    server::run(ctx, argv, argc, |reply, args| {
+        let (policies, cost) = parse_request(args)?;
+        let key = Key::read(ctx, args[1]);
+        let now = server::now_ms();
+        let decision = match key.value::<Log>(&LOG_TYPE)? {
+            Some(log) => log.peek(now, &policies, cost),
+            None => Log::new().peek(now, &policies, cost),
+        };
+        write_decision(reply, &decision);
+        Ok(())
+    })
+}
+
+/// `RATELIMIT.RECORD key now_ms cost horizon_ms` (internal: the replicated effect of an
+/// allowed CHECK). Drops entries older than `horizon_ms` before `now_ms`, then records `cost`.
+pub extern "C" fn record(ctx: Ctx, argv: *mut RStr, argc: c_int) -> c_int {
+    server::run(ctx, argv, argc, |reply, args| {
+        if args.len() != 5 {
+            return Err(Error::WrongArity);
+        }
+        let now = args::non_negative(bytes(args[2]), "now_ms")?;
+        let cost = args::positive(bytes(args[3]), "cost", MAX_AMOUNT)?;
+        let horizon = args::positive(bytes(args[4]), "horizon_ms", MAX_WINDOW_MS)?;
+        let key = Key::write(ctx, args[1]);
+        if key.value::<Log>(&LOG_TYPE)?.is_none() {
+            key.set_value(&LOG_TYPE, Log::new())?;
+        }
+        let log = key.value::<Log>(&LOG_TYPE)?.ok_or(Error::WrongType)?;
+        log.record(now, cost, horizon);
+        if let Some(at) = log.expires_at_ms() {
+            key.expire_at(at);
+        }
+        // Deterministic: every input, time included, is an explicit argument.
+        raw::replicate_verbatim(ctx);
+        reply.simple("OK");
+        Ok(())
+    })
+}
+
+/// `RATELIMIT.RESTORE key payload` (internal: what AOF rewrite emits). Replaces the key's log
+/// with the decoded payload.
+pub extern "C" fn restore(ctx: Ctx, argv: *mut RStr, argc: c_int) -> c_int {
+    server::run(ctx, argv, argc, |reply, args| {
+        if args.len() != 3 {
+            return Err(Error::WrongArity);
+        }
+        let log = decode(bytes(args[2])).map_err(Error::Corrupt)?;
+        let key = Key::write(ctx, args[1]);
+        let expires = log.expires_at_ms();
+        key.set_value(&LOG_TYPE, log)?;
+        if let Some(at) = expires {
+            key.expire_at(at);
+        }
+        // Deterministic: the payload is the whole state.
+        raw::replicate_verbatim(ctx);
+        reply.simple("OK");
+        Ok(())
+    })
+}
+
+/// Parses `key limit window_ms [limit window_ms ...] [COST cost]` (args[0] is the command).
+fn parse_request(args: &[RStr]) -> Result<(Vec<Policy>, u64)> {
+    if args.len() < 4 {
+        return Err(Error::WrongArity);
+    }
+    let mut policies = Vec::with_capacity((args.len() - 2) / 2);
+    let mut cost = 1;
+    let mut i = 2;
+    while i < args.len() {
+        let arg = bytes(args[i]);
+        if args::is_keyword(arg, "COST") {
+            if i + 2 != args.len() {
+                return Err(Error::custom("COST takes one value and must come last"));
+            }
+            cost = args::non_negative(bytes(args[i + 1]), "cost")?;
+            break;
+        }
+        let Some(&window) = args.get(i + 1) else {
+            return Err(Error::custom("every limit needs a window_ms"));
+        };
+        policies.push(Policy {
+            limit: args::positive(arg, "limit", MAX_AMOUNT)?,
+            window_ms: args::positive(bytes(window), "window_ms", MAX_WINDOW_MS)?,
+        });
+        i += 2;
+    }
+    if policies.is_empty() {
+        return Err(Error::WrongArity);
+    }
+    Ok((policies, cost))
+}
+
+fn write_decision(reply: &Reply, d: &Decision) {
+    let fields: [(&str, i64); 5] = [
+        ("allowed", i64::from(d.allowed)),
+        ("limit", d.limit as i64),
+        ("remaining", d.remaining as i64),
+        ("retry_after_ms", d.retry_after_ms),
+        ("reset_after_ms", d.reset_after_ms.min(MAX_AMOUNT) as i64),
+    ];
+    if reply.resp3() {
+        reply.record(fields.len());
+        for (name, v) in fields {
+            reply.field(name);
+            reply.int(v);
+        }
+    } else {
+        reply.array(fields.len());
+        for (_, v) in fields {
+            reply.int(v);
+        }
+    }
+}
+
+fn replicate_record(ctx: Ctx, key: RStr, now: u64, cost: u64, horizon: u64) {
+    // SAFETY: valid context and key of the running command; "slll" is a RedisModuleString
+    // and three long longs, matching the arguments.
+    unsafe {
+        raw::RedisModule_Replicate.unwrap()(
+            ctx,
+            c"RATELIMIT.RECORD".as_ptr(),
+            c"slll".as_ptr(),
+            key,
+            now as std::ffi::c_longlong,
+            cost as std::ffi::c_longlong,
+            horizon as std::ffi::c_longlong,
+        );
+    }
+}

@@ -1,0 +1,5 @@
+//! The rate-limit log data type and its commands.
+
+pub mod command;
+pub mod log;
+pub mod rdb;

