@@ -5,6 +5,7 @@
 
 pub mod args;
 pub mod codec;
+pub mod config;
 pub mod datatype;
 pub mod error;
 pub mod metric;
@@ -15,6 +16,7 @@ pub mod server;
 mod registration {
     use std::ffi::{c_int, CString};
 
+    use redis_module::configuration::{register_i64_configuration, ConfigurationFlags};
     use redis_module::{raw, redis_module, Context, RedisString, Status};
 
     use crate::metric::{self, rdb::SERIES_TYPE};
@@ -43,10 +45,48 @@ mod registration {
         ),
         ("METRIC.ADD", metric::command::add, "write deny-oom fast"),
         ("METRIC.SUMMARY", metric::command::summary, "readonly fast"),
+        ("METRIC.RANGE", metric::command::range, "readonly"),
         ("METRIC.RESTORE", metric::command::restore, "write deny-oom"),
     ];
 
-    fn init(ctx: &Context, _args: &[RedisString]) -> Status {
+    /// Registers the module configuration; module arguments give the defaults, and
+    /// redis.conf / command-line `tally.*` values then override them (LoadConfigs).
+    fn register_config(ctx: &Context, args: &[RedisString]) -> Status {
+        let words: Vec<&[u8]> = args.iter().map(|a| a.as_slice()).collect();
+        let defaults = match crate::config::defaults_from_args(&words) {
+            Ok(d) => d,
+            Err(e) => {
+                ctx.log_warning(&format!("tally: {e}"));
+                return Status::Err;
+            }
+        };
+        for ((name, var, _, min, max), default) in crate::config::SETTINGS.into_iter().zip(defaults)
+        {
+            register_i64_configuration(
+                ctx,
+                name,
+                var,
+                default,
+                min,
+                max,
+                ConfigurationFlags::DEFAULT,
+                None,
+            );
+        }
+        // SAFETY: called from OnLoad with its context, after registering every config.
+        match unsafe { raw::RedisModule_LoadConfigs.map(|load| load(ctx.ctx)) } {
+            Some(status) if status != raw::Status::Ok as c_int => {
+                ctx.log_warning("tally: invalid tally.* configuration");
+                Status::Err
+            }
+            _ => Status::Ok,
+        }
+    }
+
+    fn init(ctx: &Context, args: &[RedisString]) -> Status {
+        if register_config(ctx, args) == Status::Err {
+            return Status::Err;
+        }
         for &(name, handler, flags) in COMMANDS {
             let (name_c, flags_c) = (CString::new(name).unwrap(), CString::new(flags).unwrap());
             // SAFETY: called from OnLoad with its context; the strings outlive the call

@@ -4,18 +4,19 @@ use std::ffi::c_int;
 
 use redis_module::raw;
 
-use super::aggregates::Summary;
 use super::rdb::SERIES_TYPE;
-use super::series::Series;
+use super::series::{Point, Series, Summary, QUANTILES};
 use crate::args;
+use crate::config;
 use crate::datatype::ModuleValue;
 use crate::error::Error;
 use crate::server::{self, bytes, Ctx, Key, RStr, Reply};
 
 /// `METRIC.ADD key value [TS unix_ms]`
 ///
-/// Records one finite sample at `TS` (default: the server's time) and updates every aggregate
-/// in O(1). Reply: the series' total sample count.
+/// Records one finite sample at `TS` (default: the server's time) and updates every aggregate,
+/// bucket and sketch in O(1). Sets the key's TTL to `tally.series-ttl-ms` when that is on.
+/// Reply: the series' total sample count.
 pub extern "C" fn add(ctx: Ctx, argv: *mut RStr, argc: c_int) -> c_int {
     server::run(ctx, argv, argc, |reply, args| {
         let (value, ts) = match args.len() {
@@ -28,41 +29,134 @@ pub extern "C" fn add(ctx: Ctx, argv: *mut RStr, argc: c_int) -> c_int {
             _ => return Err(Error::WrongArity),
         };
         let key = Key::write(ctx, args[1]);
-        let ts = ts.unwrap_or_else(server::now_ms);
+        let now = server::now_ms();
+        let ts = ts.unwrap_or(now);
+        let retention = config::retention_ms();
         let count = match key.value::<Series>(&SERIES_TYPE)? {
             Some(series) => {
-                series.add(value, ts);
+                series.add(value, ts, retention);
                 series.count()
             }
             None => {
                 let mut series = Series::new();
-                series.add(value, ts);
+                series.add(value, ts, retention);
                 key.set_value(&SERIES_TYPE, series)?;
                 1
             }
         };
-        // Replicas and the AOF get the sample with its timestamp made explicit, so they apply
-        // exactly what the primary applied.
+        // Replicas and the AOF get the sample with its timestamp made explicit, and the expiry
+        // as an absolute time, so they apply exactly what the primary applied.
         replicate_add(ctx, args[1], args[2], ts);
+        let ttl = config::series_ttl_ms();
+        if ttl > 0 {
+            let at = now.saturating_add(ttl);
+            key.expire_at(at);
+            replicate_pexpireat(ctx, args[1], at);
+        }
         reply.uint(count);
         Ok(())
     })
 }
 
-/// `METRIC.SUMMARY key`
+/// `METRIC.SUMMARY key [WINDOW window_ms]`
 ///
-/// The maintained aggregates, O(1): count, sum, min, max, avg, stddev, first_ts, last_ts
-/// (count 0 and the rest nil for an empty or missing series).
+/// The maintained aggregates and quantiles: count, sum, min, max, avg, stddev, first_ts,
+/// last_ts, p50, p90, p95, p99 (count 0 and the rest nil for an empty or missing series).
+/// O(1) all-time; with WINDOW (1 ..= tally.retention-ms) the samples of the last `window_ms`
+/// of server time, merged from time buckets in O(buckets).
 pub extern "C" fn summary(ctx: Ctx, argv: *mut RStr, argc: c_int) -> c_int {
     server::run(ctx, argv, argc, |reply, args| {
-        if args.len() != 2 {
-            return Err(Error::WrongArity);
-        }
+        let window = match args.len() {
+            2 => None,
+            4 if args::is_keyword(bytes(args[2]), "WINDOW") => Some(args::positive(
+                bytes(args[3]),
+                "window_ms",
+                config::retention_ms(),
+            )?),
+            4 => return Err(Error::syntax(&String::from_utf8_lossy(bytes(args[2])))),
+            _ => return Err(Error::WrongArity),
+        };
         let key = Key::read(ctx, args[1]);
-        let summary = key.value::<Series>(&SERIES_TYPE)?.and_then(|s| s.summary());
+        let summary = key
+            .value::<Series>(&SERIES_TYPE)?
+            .and_then(|s| match window {
+                Some(w) => s.window(server::now_ms(), w),
+                None => s.summary(),
+            });
         write_summary(reply, summary.as_ref());
         Ok(())
     })
+}
+
+/// Most buckets one METRIC.RANGE may span.
+const MAX_RANGE_BUCKETS: u64 = 10_000;
+
+/// `METRIC.RANGE key from_ms to_ms bucket_ms`
+///
+/// Per-bucket count, sum, min, max and avg of the retained data from `from_ms` to `to_ms`
+/// (inclusive; `-` and `+` are the oldest and newest retained data), in buckets of `bucket_ms`
+/// (a positive multiple of 1000) starting at multiples of it; non-empty buckets only, oldest
+/// first. O(stored buckets).
+pub extern "C" fn range(ctx: Ctx, argv: *mut RStr, argc: c_int) -> c_int {
+    server::run(ctx, argv, argc, |reply, args| {
+        if args.len() != 5 {
+            return Err(Error::WrongArity);
+        }
+        let from = parse_bound(bytes(args[2]), "from_ms")?;
+        let to = parse_bound(bytes(args[3]), "to_ms")?;
+        let bucket = args::positive(bytes(args[4]), "bucket_ms", i64::MAX as u64)?;
+        if bucket % 1000 != 0 {
+            return Err(Error::custom(
+                "bucket_ms must be a positive multiple of 1000",
+            ));
+        }
+        let key = Key::read(ctx, args[1]);
+        let Some(series) = key.value::<Series>(&SERIES_TYPE)? else {
+            reply.array(0);
+            return Ok(());
+        };
+        let now = server::now_ms();
+        let retention = config::retention_ms();
+        let Some((oldest, newest)) = series.bounds(now, retention) else {
+            reply.array(0);
+            return Ok(());
+        };
+        let resolve = |b: Bound| match b {
+            Bound::Oldest => oldest,
+            Bound::Newest => newest,
+            Bound::At(ms) => ms,
+        };
+        let (from, to) = (resolve(from), resolve(to));
+        if from <= to && to / bucket - from / bucket >= MAX_RANGE_BUCKETS {
+            return Err(Error::custom(format!(
+                "the range spans more than {MAX_RANGE_BUCKETS} buckets of bucket_ms"
+            )));
+        }
+        let points = if from <= to {
+            series.range(from, to, bucket, now, retention)
+        } else {
+            Vec::new()
+        };
+        write_points(reply, &points);
+        Ok(())
+    })
+}
+
+#[derive(Clone, Copy)]
+enum Bound {
+    Oldest,
+    Newest,
+    At(u64),
+}
+
+fn parse_bound(arg: &[u8], name: &str) -> Result<Bound, Error> {
+    match arg {
+        b"-" => Ok(Bound::Oldest),
+        b"+" => Ok(Bound::Newest),
+        _ => args::non_negative(arg, name)
+            .map(Bound::At)
+            .map_err(|_| Error::custom(format!("{name} must be a non-negative integer, - or +"))),
+    }
 }
 
 /// `METRIC.RESTORE key payload` (internal: what AOF rewrite emits). Replaces the key's series
@@ -85,11 +179,14 @@ fn write_summary(reply: &Reply, s: Option<&Summary>) {
     const FIELDS: [&str; 8] = [
         "count", "sum", "min", "max", "avg", "stddev", "first_ts", "last_ts",
     ];
-    reply.record(FIELDS.len());
+    reply.record(FIELDS.len() + QUANTILES.len());
     let Some(s) = s else {
         reply.field("count");
         reply.int(0);
-        for name in &FIELDS[1..] {
+        for name in FIELDS[1..]
+            .iter()
+            .chain(QUANTILES.iter().map(|(n, _, _)| n))
+        {
             reply.field(name);
             reply.null();
         }
@@ -111,6 +208,33 @@ fn write_summary(reply: &Reply, s: Option<&Summary>) {
     reply.uint(s.first_ts);
     reply.field("last_ts");
     reply.uint(s.last_ts);
+    for ((name, _, _), q) in QUANTILES.iter().zip(s.quantiles) {
+        reply.field(name);
+        match q {
+            Some(v) => reply.double(v),
+            None => reply.null(),
+        }
+    }
+}
+
+fn write_points(reply: &Reply, points: &[Point]) {
+    reply.array(points.len());
+    for p in points {
+        reply.record(6);
+        reply.field("ts");
+        reply.uint(p.ts);
+        reply.field("count");
+        reply.uint(p.count);
+        for (name, v) in [
+            ("sum", p.sum),
+            ("min", p.min),
+            ("max", p.max),
+            ("avg", p.avg),
+        ] {
+            reply.field(name);
+            reply.double(v);
+        }
+    }
 }
 
 fn replicate_add(ctx: Ctx, key: RStr, value: RStr, ts: u64) {
@@ -125,6 +249,20 @@ fn replicate_add(ctx: Ctx, key: RStr, value: RStr, ts: u64) {
             value,
             c"TS".as_ptr(),
             ts as std::ffi::c_longlong,
+        );
+    }
+}
+
+fn replicate_pexpireat(ctx: Ctx, key: RStr, at_ms: u64) {
+    // SAFETY: valid context and key of the running command; "sl" is a RedisModuleString and
+    // a long long, matching the arguments.
+    unsafe {
+        raw::RedisModule_Replicate.unwrap()(
+            ctx,
+            c"PEXPIREAT".as_ptr(),
+            c"sl".as_ptr(),
+            key,
+            at_ms as std::ffi::c_longlong,
         );
     }
 }

@@ -4,3 +4,4 @@ pub mod aggregates;
 pub mod command;
 pub mod rdb;
 pub mod series;
+pub mod sketch;

@@ -6,12 +6,13 @@ use std::ffi::CStr;
 use redis_module::native_types::RedisType;
 
 use super::aggregates::Aggregates;
-use super::series::Series;
+use super::series::{Bucket, Series, Tier};
+use super::sketch::Sketch;
 use crate::codec::{Decoded, Reader, Writer};
 use crate::datatype::{type_methods, ModuleValue};
 
 /// Current encoding version (the type's encver and the payload's first byte).
-pub const ENCODING_VERSION: u8 = 1;
+pub const ENCODING_VERSION: u8 = 2;
 
 pub static SERIES_TYPE: RedisType = RedisType::new(
     "tally-met",
@@ -41,18 +42,70 @@ fn read_aggregates(r: &mut Reader) -> Decoded<Aggregates> {
     Aggregates::from_parts(floats, ints)
 }
 
-/// v1: the all-time aggregates (count, first_ts, last_ts as varints; sum, compensation,
-/// mean, m2, min, max as little-endian doubles).
+fn write_sketch(w: &mut Writer, s: &Sketch) {
+    let words = s.to_words();
+    w.uint(words.len() as u64);
+    for &word in words {
+        w.uint(u64::from(word));
+    }
+}
+
+fn read_sketch(r: &mut Reader) -> Decoded<Sketch> {
+    let n = r.count()?;
+    let mut words = Vec::with_capacity(n);
+    for _ in 0..n {
+        words.push(u32::try_from(r.uint()?).map_err(|_| "sketch entry out of range")?);
+    }
+    Sketch::from_words(words)
+}
+
+fn write_tier(w: &mut Writer, t: &Tier) {
+    w.uint(t.buckets().len() as u64);
+    for b in t.buckets() {
+        write_aggregates(w, &b.agg);
+        write_sketch(w, &b.sketch);
+    }
+}
+
+fn read_tier(r: &mut Reader) -> Decoded<Vec<Bucket>> {
+    let n = r.count()?;
+    let mut buckets = Vec::with_capacity(n);
+    for _ in 0..n {
+        let agg = read_aggregates(r)?;
+        let sketch = read_sketch(r)?;
+        buckets.push(Bucket { agg, sketch });
+    }
+    Ok(buckets)
+}
+
+/// v2: the all-time aggregates, the all-time sketch, then the 1 s and 60 s tiers (bucket
+/// count, then each bucket's aggregates and sketch). Aggregates: count, first_ts, last_ts as
+/// varints; sum, compensation, mean, m2, min, max as little-endian doubles. Sketch: entry
+/// count, then each packed entry as a varint.
+///
+/// v1 (still read): the all-time aggregates only; such a series starts with empty buckets
+/// and sketch, so its quantiles cover the samples added after the upgrade.
 pub fn encode(series: &Series) -> Vec<u8> {
+    let (all, sketch, fine, coarse) = series.parts();
     let mut w = Writer::new(ENCODING_VERSION);
-    write_aggregates(&mut w, series.all_time());
+    write_aggregates(&mut w, all);
+    write_sketch(&mut w, sketch);
+    write_tier(&mut w, fine);
+    write_tier(&mut w, coarse);
     w.finish()
 }
 
 pub fn decode(payload: &[u8]) -> Decoded<Series> {
     let (version, mut r) = Reader::new(payload)?;
     let series = match version {
-        1 => Series::from_all_time(read_aggregates(&mut r)?),
+        1 => Series::from_parts(read_aggregates(&mut r)?, Sketch::new(), vec![], vec![])?,
+        2 => {
+            let all = read_aggregates(&mut r)?;
+            let sketch = read_sketch(&mut r)?;
+            let fine = read_tier(&mut r)?;
+            let coarse = read_tier(&mut r)?;
+            Series::from_parts(all, sketch, fine, coarse)?
+        }
         _ => return Err("unknown encoding version"),
     };
     r.end()?;
@@ -80,21 +133,52 @@ impl ModuleValue for Series {
 mod tests {
     use super::*;
 
+    const HOUR: u64 = 3_600_000;
+
+    fn sample_series() -> Series {
+        let mut s = Series::new();
+        for (i, v) in [75.0, -2.5, 1e300, 0.0, 42.0].into_iter().enumerate() {
+            s.add(v, 1_700_000_000_000 + i as u64 * 30_000, HOUR);
+        }
+        s
+    }
+
     #[test]
     fn encoding_round_trips_empty_and_filled_series() {
-        let mut s = Series::new();
-        assert_eq!(decode(&encode(&s)), Ok(s.clone()));
-        for (v, t) in [(75.0, 1000), (-2.5, 900), (1e300, 5000)] {
-            s.add(v, t);
-        }
+        let s = Series::new();
+        assert_eq!(decode(&encode(&s)), Ok(s));
+        let s = sample_series();
         assert_eq!(decode(&encode(&s)), Ok(s));
     }
 
     #[test]
+    fn a_version_1_payload_still_loads_with_its_all_time_aggregates() {
+        // Bytes as version 1 wrote them: count 2, first_ts 1000, last_ts 2000, then sum,
+        // compensation, mean, m2, min, max.
+        let mut w = Writer::new(1);
+        for v in [2u64, 1000, 2000] {
+            w.uint(v);
+        }
+        for v in [100.0, 0.0, 50.0, 1250.0, 25.0, 75.0] {
+            w.f64(v);
+        }
+        let s = decode(&w.finish()).unwrap();
+        let sum = s.summary().unwrap();
+        assert_eq!(
+            (sum.count, sum.sum, sum.avg, sum.stddev),
+            (2, 100.0, 50.0, 25.0)
+        );
+        assert_eq!(sum.quantiles, [None; 4]);
+        assert_eq!(
+            encode(&s)[0],
+            ENCODING_VERSION,
+            "saved again in the current version"
+        );
+    }
+
+    #[test]
     fn corrupt_payloads_are_refused_without_panicking() {
-        let mut s = Series::new();
-        s.add(1.0, 1);
-        let good = encode(&s);
+        let good = encode(&sample_series());
         for cut in 0..good.len() {
             assert!(decode(&good[..cut]).is_err(), "truncated at {cut}");
         }

@@ -1,0 +1,441 @@
+//! A mergeable relative-error quantile sketch (DDSketch-style). Pure Rust, no Redis.
+//!
+//! Guarantee: for any set of samples, `quantile(q)` is within 1% (relative) of the exact sample
+//! of rank `ceil(q * count)`, for values of either sign with `1e-140 <= |x| <= 1e140`, and
+//! exactly 0 for zeros — as long as the sketch has not collapsed (below).
+//!
+//! How: a value `x` falls into the bin `ceil(log_gamma |x|)` with `gamma = (1+a)/(1-a)`; every
+//! value in a bin is within `a` of the bin's representative `2 gamma^k / (gamma+1)`. We use
+//! `a = 0.0099` so floating-point rounding at bin edges stays inside 1%.
+//!
+//! Storage: one `u32` per occupied bin, sorted in value order: the high 16 bits are the bin's
+//! ordered index (negative bins, zero, positive bins), the low 16 bits its count. A bin whose
+//! count passes 65535 continues in a second entry with the same index. Memory is bounded by a
+//! per-sketch cap on entries; at the cap, the two smallest-magnitude positive bins merge (then
+//! negative ones), as in DDSketch's collapsing store: high quantiles stay exact, the lowest
+//! ones lose their guarantee. The cap is only reached when one sketch's values span more than
+//! ~8 decades (cap 2048) or ~4 decades (cap 448).
+
+use std::sync::LazyLock;
+
+const ALPHA: f64 = 0.0099;
+/// Bins per sign on each side of 1: |x| from gamma^-K to gamma^K (about 1e-140 .. 1e140).
+const K: i32 = 16383;
+const COUNT_MAX: u32 = 0xffff;
+
+/// `ln(gamma)`, computed once.
+static LN_GAMMA: LazyLock<f64> = LazyLock::new(|| ((1.0 + ALPHA) / (1.0 - ALPHA)).ln());
+
+/// Entry caps: the all-time sketch and each time bucket's sketch.
+pub const ALL_TIME_CAP: usize = 2048;
+pub const BUCKET_CAP: usize = 448;
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Sketch {
+    bins: Vec<u32>,
+}
+
+/// Signed bin index in value order: negative values < 0 < positive values.
+fn index_of(x: f64) -> i32 {
+    if x == 0.0 {
+        return 0;
+    }
+    let k = (x.abs().ln() / *LN_GAMMA)
+        .ceil()
+        .clamp(-f64::from(K), f64::from(K)) as i32;
+    let i = k + K + 1; // 1 ..= 2K+1
+    if x > 0.0 {
+        i
+    } else {
+        -i
+    }
+}
+
+/// The representative value of a bin (within ALPHA of every value in it).
+fn value_of(index: i32) -> f64 {
+    if index == 0 {
+        return 0.0;
+    }
+    let k = index.abs() - K - 1;
+    let gamma = (1.0 + ALPHA) / (1.0 - ALPHA);
+    let v = 2.0 * (f64::from(k) * *LN_GAMMA).exp() / (gamma + 1.0);
+    if index > 0 {
+        v
+    } else {
+        -v
+    }
+}
+
+fn pack(index: i32, count: u32) -> u32 {
+    (((index + 32768) as u32) << 16) | count
+}
+
+fn index(bin: u32) -> i32 {
+    (bin >> 16) as i32 - 32768
+}
+
+fn count(bin: u32) -> u32 {
+    bin & COUNT_MAX
+}
+
+impl Sketch {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.bins.is_empty()
+    }
+
+    pub fn heap_bytes(&self) -> usize {
+        self.bins.capacity() * std::mem::size_of::<u32>()
+    }
+
+    /// Adds one sample. O(log bins) to find the bin, O(bins) to open a new one (bounded).
+    pub fn add(&mut self, x: f64, cap: usize) {
+        self.add_count(index_of(x), 1, cap);
+    }
+
+    fn add_count(&mut self, index: i32, mut n: u64, cap: usize) {
+        while n > 0 {
+            // The last entry of this index, if any, is where counts accumulate.
+            let after = self.bins.partition_point(|&b| self::index(b) <= index);
+            if after > 0 && self::index(self.bins[after - 1]) == index {
+                let b = &mut self.bins[after - 1];
+                let room = u64::from(COUNT_MAX - count(*b));
+                let take = room.min(n);
+                *b += take as u32;
+                n -= take;
+                if n == 0 {
+                    return;
+                }
+            }
+            if self.bins.len() >= cap && !self.collapse() {
+                // Nothing can merge (every entry is full): the sample is left out of the sketch
+                // (the aggregates still count it) rather than grow past the cap. Unreachable
+                // below cap * 65535 samples.
+                return;
+            }
+            let at = self.bins.partition_point(|&b| self::index(b) <= index);
+            let take = n.min(u64::from(COUNT_MAX));
+            if self.bins.len() == self.bins.capacity() {
+                // Grow by a quarter, not double: the cap bounds memory tightly.
+                let room = cap.saturating_sub(self.bins.len()).max(1);
+                let extra = (self.bins.len() / 4).max(2).min(room);
+                self.bins.reserve_exact(extra);
+            }
+            self.bins.insert(at, pack(index, take as u32));
+            n -= take;
+        }
+    }
+
+    /// Merges the two smallest-magnitude positive bins (else negative ones) whose counts fit
+    /// one entry. False if no pair can merge.
+    fn collapse(&mut self) -> bool {
+        let first_pos = self.bins.partition_point(|&b| index(b) <= 0);
+        let pair = (first_pos..self.bins.len().saturating_sub(1))
+            .find(|&i| count(self.bins[i]) + count(self.bins[i + 1]) <= COUNT_MAX)
+            .or_else(|| {
+                // Negative side, nearest zero first: merge into the larger magnitude.
+                let zero_start = self.bins.partition_point(|&b| index(b) < 0);
+                (1..zero_start)
+                    .rev()
+                    .find(|&i| count(self.bins[i]) + count(self.bins[i - 1]) <= COUNT_MAX)
+                    .map(|i| i - 1)
+            });
+        let Some(i) = pair else {
+            return false;
+        };
+        // Keep the entry of the larger magnitude: i+1 on the positive side, i on the negative.
+        let (keep, drop) = if index(self.bins[i]) > 0 {
+            (i + 1, i)
+        } else {
+            (i, i + 1)
+        };
+        let merged = count(self.bins[keep]) + count(self.bins[drop]);
+        self.bins[keep] = pack(index(self.bins[keep]), merged);
+        self.bins.remove(drop);
+        true
+    }
+
+    /// Adds every sample of `other` (used to rebuild and to merge).
+    pub fn merge(&mut self, other: &Sketch, cap: usize) {
+        for &b in &other.bins {
+            self.add_count(index(b), u64::from(count(b)), cap);
+        }
+    }
+
+    /// (index, count) of each entry, in value order.
+    fn entries(&self) -> impl Iterator<Item = (i32, u64)> + '_ {
+        self.bins.iter().map(|&b| (index(b), u64::from(count(b))))
+    }
+
+    /// Encoding: entry count, then each packed entry.
+    pub fn to_words(&self) -> &[u32] {
+        &self.bins
+    }
+
+    pub fn from_words(words: Vec<u32>) -> Result<Self, &'static str> {
+        let sorted = words.windows(2).all(|w| index(w[0]) <= index(w[1]));
+        let valid = words
+            .iter()
+            .all(|&b| count(b) > 0 && index(b).abs() <= 2 * K + 1);
+        if sorted && valid {
+            Ok(Sketch { bins: words })
+        } else {
+            Err("invalid sketch")
+        }
+    }
+}
+
+/// Quantiles over one or more sketches (a window merges its buckets' sketches here, into a
+/// temporary dense table rather than into a capped sketch, so merging loses nothing).
+#[derive(Default)]
+pub struct Quantiles {
+    lo: i32,
+    counts: Vec<u64>,
+    total: u64,
+}
+
+impl Quantiles {
+    pub fn of(sketches: &[&Sketch]) -> Self {
+        let mut q = Quantiles::default();
+        let bounds = sketches
+            .iter()
+            .filter_map(|s| Some((index(*s.bins.first()?), index(*s.bins.last()?))))
+            .reduce(|a, b| (a.0.min(b.0), a.1.max(b.1)));
+        let Some((lo, hi)) = bounds else {
+            return q;
+        };
+        q.lo = lo;
+        q.counts = vec![0; (hi - lo + 1) as usize];
+        for s in sketches {
+            for (i, c) in s.entries() {
+                q.counts[(i - lo) as usize] += c;
+                q.total += c;
+            }
+        }
+        q
+    }
+
+    pub fn total(&self) -> u64 {
+        self.total
+    }
+
+    /// The value at rank `ceil(num/den * total)` (1-based, computed exactly in integers).
+    /// With `bounds`, the exact `(min, max)` of the samples the sketches hold, the extreme
+    /// ranks are exact and every estimate is clamped into them.
+    pub fn quantile(&self, num: u64, den: u64, bounds: Option<(f64, f64)>) -> Option<f64> {
+        if self.total == 0 || den == 0 {
+            return None;
+        }
+        let rank = (u128::from(num) * u128::from(self.total)).div_ceil(u128::from(den));
+        let rank = (rank.min(u128::from(self.total)) as u64).max(1);
+        let (min, max) = bounds.unwrap_or((f64::MIN, f64::MAX));
+        if bounds.is_some() && rank == 1 {
+            return Some(min);
+        }
+        if bounds.is_some() && rank == self.total {
+            return Some(max);
+        }
+        let mut seen = 0;
+        for (offset, &c) in self.counts.iter().enumerate() {
+            seen += c;
+            if seen >= rank {
+                return Some(value_of(self.lo + offset as i32).clamp(min, max));
+            }
+        }
+        Some(max)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The exact sample of rank ceil(q n) in sorted order.
+    fn exact(sorted: &[f64], num: usize, den: usize) -> f64 {
+        let n = sorted.len();
+        let rank = (num * n).div_ceil(den).clamp(1, n);
+        sorted[rank - 1]
+    }
+
+    fn assert_within_1_percent(samples: &[f64], cap: usize, label: &str) {
+        let mut s = Sketch::new();
+        for &x in samples {
+            s.add(x, cap);
+        }
+        let mut sorted = samples.to_vec();
+        sorted.sort_by(f64::total_cmp);
+        let (min, max) = (sorted[0], sorted[sorted.len() - 1]);
+        let q = Quantiles::of(&[&s]);
+        for (num, den) in [
+            (1, 100),
+            (1, 10),
+            (1, 4),
+            (1, 2),
+            (3, 4),
+            (9, 10),
+            (95, 100),
+            (99, 100),
+            (999, 1000),
+            (1, 1),
+        ] {
+            let p = num as f64 / den as f64;
+            let want = exact(&sorted, num, den);
+            let got = q
+                .quantile(num as u64, den as u64, Some((min, max)))
+                .unwrap();
+            let err = if want == 0.0 {
+                got.abs()
+            } else {
+                ((got - want) / want).abs()
+            };
+            assert!(
+                err <= 0.01,
+                "{label} p{p}: got {got}, exact {want}, error {err}"
+            );
+        }
+    }
+
+    /// Deterministic uniform numbers in [0, 1).
+    struct Rng(u64);
+    impl Rng {
+        fn unit(&mut self) -> f64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            (self.0 >> 11) as f64 / (1u64 << 53) as f64
+        }
+    }
+
+    #[test]
+    fn quantiles_are_within_1_percent_on_uniform_exponential_and_bimodal_data() {
+        let mut r = Rng(0x9E3779B97F4A7C15);
+        let n = 100_000;
+        let uniform: Vec<f64> = (0..n).map(|_| r.unit() * 100.0).collect();
+        let exponential: Vec<f64> = (0..n).map(|_| -(1.0 - r.unit()).ln() * 250.0).collect();
+        let bimodal: Vec<f64> = (0..n)
+            .map(|i| {
+                if i % 3 == 0 {
+                    5.0 + r.unit()
+                } else {
+                    900.0 + 50.0 * r.unit()
+                }
+            })
+            .collect();
+        let signed: Vec<f64> = (0..n).map(|_| (r.unit() - 0.5) * 1e6).collect();
+        let with_zeros: Vec<f64> = (0..n)
+            .map(|i| if i % 4 == 0 { 0.0 } else { r.unit() })
+            .collect();
+        for (label, data) in [
+            ("uniform", &uniform),
+            ("exponential", &exponential),
+            ("bimodal", &bimodal),
+            ("signed", &signed),
+            ("zeros", &with_zeros),
+        ] {
+            assert_within_1_percent(data, ALL_TIME_CAP, label);
+        }
+    }
+
+    #[test]
+    fn merging_sketches_equals_sketching_everything() {
+        let mut r = Rng(7);
+        let xs: Vec<f64> = (0..10_000).map(|_| r.unit() * 1000.0 - 100.0).collect();
+        let mut whole = Sketch::new();
+        let mut parts = vec![Sketch::new(); 10];
+        for (i, &x) in xs.iter().enumerate() {
+            whole.add(x, ALL_TIME_CAP);
+            parts[i % 10].add(x, BUCKET_CAP);
+        }
+        let refs: Vec<&Sketch> = parts.iter().collect();
+        let merged = Quantiles::of(&refs);
+        let single = Quantiles::of(&[&whole]);
+        for num in [5, 50, 99] {
+            assert_eq!(
+                merged.quantile(num, 100, Some((-100.0, 900.0))),
+                single.quantile(num, 100, Some((-100.0, 900.0)))
+            );
+        }
+    }
+
+    #[test]
+    fn counts_past_65535_in_one_bin_stay_exact() {
+        let mut s = Sketch::new();
+        for _ in 0..200_000 {
+            s.add(42.0, BUCKET_CAP);
+        }
+        s.add(1000.0, BUCKET_CAP);
+        let q = Quantiles::of(&[&s]);
+        assert_eq!(q.total, 200_001);
+        assert!((q.quantile(99, 100, Some((42.0, 1000.0))).unwrap() - 42.0).abs() < 0.42);
+        assert_eq!(q.quantile(1, 1, Some((42.0, 1000.0))), Some(1000.0));
+    }
+
+    #[test]
+    fn memory_stays_under_the_cap_and_high_quantiles_stay_accurate() {
+        let mut s = Sketch::new();
+        let mut xs = Vec::new();
+        // 1e-8 .. 1e8: 16 decades, far more bins than the cap.
+        for i in 0..100_000 {
+            let x = 10f64.powf(-8.0 + 16.0 * (i as f64 / 100_000.0));
+            xs.push(x);
+            s.add(x, BUCKET_CAP);
+        }
+        assert!(s.bins.len() <= BUCKET_CAP);
+        assert!(s.heap_bytes() <= BUCKET_CAP * 4, "{}", s.heap_bytes());
+        let q = Quantiles::of(&[&s]);
+        let got = q
+            .quantile(99, 100, Some((xs[0], xs[xs.len() - 1])))
+            .unwrap();
+        let want = exact(&xs, 99, 100);
+        assert!(((got - want) / want).abs() <= 0.01, "{got} vs {want}");
+    }
+
+    #[test]
+    fn extreme_magnitudes_are_clamped_not_lost() {
+        let mut s = Sketch::new();
+        for x in [f64::MAX, f64::MIN_POSITIVE, -f64::MAX, 5e-324, 1.0] {
+            s.add(x, ALL_TIME_CAP);
+        }
+        let q = Quantiles::of(&[&s]);
+        assert_eq!(q.total, 5);
+        // Sorted: -MAX, two values clamped into the smallest positive bin, 1.0, MAX.
+        assert!((q.quantile(4, 5, Some((-f64::MAX, f64::MAX))).unwrap() - 1.0).abs() <= 0.01);
+        assert_eq!(
+            q.quantile(1, 5, Some((-f64::MAX, f64::MAX))),
+            Some(-f64::MAX)
+        );
+        assert_eq!(
+            q.quantile(1, 1, Some((-f64::MAX, f64::MAX))),
+            Some(f64::MAX)
+        );
+    }
+
+    #[test]
+    fn words_round_trip_and_invalid_words_are_refused() {
+        let mut s = Sketch::new();
+        for x in [1.0, -3.0, 0.0, 7.5, 7.5] {
+            s.add(x, ALL_TIME_CAP);
+        }
+        assert_eq!(Sketch::from_words(s.to_words().to_vec()), Ok(s.clone()));
+        let mut unsorted = s.to_words().to_vec();
+        unsorted.reverse();
+        assert!(Sketch::from_words(unsorted).is_err());
+        assert!(Sketch::from_words(vec![pack(5, 0)]).is_err());
+        assert!(
+            Sketch::from_words(vec![1]).is_err(),
+            "index below the lowest bin"
+        );
+    }
+
+    #[test]
+    fn an_empty_sketch_has_no_quantiles() {
+        assert_eq!(
+            Quantiles::of(&[&Sketch::new()]).quantile(1, 2, Some((0.0, 0.0))),
+            None
+        );
+        assert_eq!(Quantiles::of(&[]).quantile(1, 2, Some((0.0, 0.0))), None);
+    }
+}
