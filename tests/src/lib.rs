@@ -12,6 +12,9 @@ use std::time::{Duration, Instant};
 pub use redis;
 use redis::{Connection, Value};
 
+/// A real Redis Cluster of module-loaded servers (3 primaries + 3 replicas).
+pub mod cluster;
+
 /// Which server binary to run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Flavor {

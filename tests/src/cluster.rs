@@ -1,0 +1,1 @@
+//! Placeholder: the cluster harness is being written (see module docs above).
