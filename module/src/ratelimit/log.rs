@@ -7,11 +7,14 @@
 //! `w` ms old has left the window. A request of cost `c` is allowed iff, for every policy,
 //! the cost recorded in its window plus `c` is at most its limit.
 //!
-//! Layout: timestamps are `u32` millisecond offsets from `base` (4 bytes per entry). Costs are
-//! implicit while every entry has cost 1; the first entry of another cost adds a parallel array
-//! of wrapping cumulative costs (8 more bytes per entry) so window sums stay O(log n).
-//! Expired entries are dropped from the front by advancing `head`, and the storage is compacted
-//! once more than half of it is dead, so trimming is amortized O(1).
+//! Layout: timestamps are millisecond offsets from `base`. A small log (at most
+//! `SMALL_CAPACITY` entries, all of cost 1, spanning less than 65.5 s) keeps `u16` offsets
+//! inline, so the whole value is one 48-byte allocation. Past that it moves to a large layout:
+//! `u32` offsets (4 bytes per entry), costs implicit while every entry has cost 1; the first
+//! entry of another cost adds a parallel array of wrapping cumulative costs (8 more bytes per
+//! entry) so window sums stay O(log n). Expired entries leave the large layout by advancing
+//! `head`, and its storage is compacted once more than half of it is dead, so trimming is
+//! amortized O(1). A large log that shrinks back into the small limits moves back.
 
 /// The longest window (and so the longest span of live entries) a log supports: offsets are u32.
 pub const MAX_WINDOW_MS: u64 = u32::MAX as u64;
@@ -34,11 +37,38 @@ pub struct Decision {
     pub reset_after_ms: u64,
 }
 
+/// Entries a small log holds inline.
+pub const SMALL_CAPACITY: usize = 15;
+
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Log {
     base: u64,
+    store: Store,
     /// Longest window ever recorded with: entries older than this can no longer matter.
     horizon: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Store {
+    /// Unit-cost entries at `base + offsets[i]`, `i < len`.
+    Small {
+        len: u8,
+        offsets: [u16; SMALL_CAPACITY],
+    },
+    Large(Box<Large>),
+}
+
+impl Default for Store {
+    fn default() -> Self {
+        Store::Small {
+            len: 0,
+            offsets: [0; SMALL_CAPACITY],
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct Large {
     /// Index of the first live entry in `times` (and `cum`).
     head: usize,
     times: Vec<u32>,
@@ -54,7 +84,7 @@ impl Log {
 
     /// Number of live entries.
     pub fn len(&self) -> usize {
-        self.times.len() - self.head
+        self.end() - self.head()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -67,7 +97,7 @@ impl Log {
 
     /// Timestamp of the newest entry.
     pub fn newest_ms(&self) -> Option<u64> {
-        self.times.last().map(|&t| self.base + u64::from(t))
+        (!self.is_empty()).then(|| self.ts(self.end() - 1))
     }
 
     /// When the key can expire: the longest window after the newest entry.
@@ -77,13 +107,19 @@ impl Log {
 
     /// Live entries as `(timestamp_ms, cost)`, oldest first.
     pub fn entries(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
-        (self.head..self.times.len()).map(|i| (self.ts(i), self.cost_between(i, i + 1)))
+        (self.head()..self.end()).map(|i| (self.ts(i), self.cost_between(i, i + 1)))
     }
 
-    /// Heap bytes owned by the log, for MEMORY USAGE.
+    /// Heap bytes owned by the log beyond its inline part, for MEMORY USAGE.
     pub fn heap_bytes(&self) -> usize {
-        self.times.capacity() * std::mem::size_of::<u32>()
-            + self.cum.capacity() * std::mem::size_of::<u64>()
+        match &self.store {
+            Store::Small { .. } => 0,
+            Store::Large(l) => {
+                std::mem::size_of::<Large>()
+                    + l.times.capacity() * std::mem::size_of::<u32>()
+                    + l.cum.capacity() * std::mem::size_of::<u64>()
+            }
+        }
     }
 
     /// Rebuilds a log from its entries (decoding); they must be sorted, have cost >= 1 and span
@@ -123,9 +159,8 @@ impl Log {
 
         for p in policies {
             let start = self.window_start(now_ms, p.window_ms);
-            let used = self.cost_between(start, self.times.len());
-            let newest_in_window =
-                (start < self.times.len()).then(|| self.ts(self.times.len() - 1));
+            let used = self.cost_between(start, self.end());
+            let newest_in_window = (start < self.end()).then(|| self.ts(self.end() - 1));
             let reset_now = newest_in_window.map_or(0, |t| t + p.window_ms - now_ms);
 
             if cost > p.limit {
@@ -214,87 +249,197 @@ impl Log {
         self.trim(now_ms);
         let ts = self.newest_ms().map_or(now_ms, |t| t.max(now_ms));
         if self.is_empty() {
-            self.compact();
+            self.store = Store::default();
             self.base = ts;
-        } else if ts - self.base > MAX_WINDOW_MS {
-            self.rebase();
         }
         self.push(ts, cost);
     }
 
     fn push(&mut self, ts: u64, cost: u64) {
-        let weighted = cost != 1 || !self.cum.is_empty();
-        if weighted {
-            let before = self.cost_between(0, self.times.len());
-            if self.cum.is_empty() {
-                // First entry of another cost: from now on costs are explicit.
-                self.cum = (1..=self.times.len() as u64).collect();
+        if let Store::Small { len, offsets } = &mut self.store {
+            let n = usize::from(*len);
+            // Keep `base` at the oldest entry so the u16 offsets reach as far as they can.
+            if n > 0 && offsets[0] > 0 {
+                let shift = offsets[0];
+                offsets[..n].iter_mut().for_each(|o| *o -= shift);
+                self.base += u64::from(shift);
             }
-            self.cum.push(before.wrapping_add(cost));
+            match u16::try_from(ts - self.base) {
+                Ok(offset) if cost == 1 && n < SMALL_CAPACITY => {
+                    offsets[n] = offset;
+                    *len += 1;
+                    return;
+                }
+                _ => self.grow(),
+            }
         }
-        self.times.push((ts - self.base) as u32);
+        if ts - self.base > MAX_WINDOW_MS {
+            self.rebase();
+        }
+        let Store::Large(l) = &mut self.store else {
+            unreachable!("grown above")
+        };
+        let weighted = cost != 1 || !l.cum.is_empty();
+        if weighted {
+            let before = if l.cum.is_empty() {
+                l.times.len() as u64
+            } else {
+                l.cum.last().copied().unwrap_or(0)
+            };
+            if l.cum.is_empty() {
+                // First entry of another cost: from now on costs are explicit.
+                l.cum = (1..=l.times.len() as u64).collect();
+            }
+            l.cum.push(before.wrapping_add(cost));
+        }
+        l.times.push((ts - self.base) as u32);
+    }
+
+    /// Moves a small log to the large layout.
+    fn grow(&mut self) {
+        if let Store::Small { len, offsets } = &self.store {
+            let times = offsets[..usize::from(*len)]
+                .iter()
+                .map(|&o| u32::from(o))
+                .collect();
+            self.store = Store::Large(Box::new(Large {
+                head: 0,
+                times,
+                cum: Vec::new(),
+            }));
+        }
     }
 
     /// Drops the entries that no window within the horizon can see any more.
     fn trim(&mut self, now_ms: u64) {
-        self.head = self.window_start(now_ms, self.horizon_ms());
-        if self.head > 16 && self.head * 2 > self.times.len() {
-            self.compact();
+        let start = self.window_start(now_ms, self.horizon_ms());
+        match &mut self.store {
+            Store::Small { len, offsets } => {
+                offsets.copy_within(start..usize::from(*len), 0);
+                *len -= start as u8;
+            }
+            Store::Large(l) => {
+                l.head = start;
+                let mostly_dead = l.head > 16 && l.head * 2 > l.times.len();
+                if mostly_dead {
+                    self.compact();
+                }
+                self.shrink_if_small();
+            }
         }
     }
 
-    /// Physically removes dead entries and releases memory that is mostly unused.
+    /// A large log whose live entries fit the small limits again moves back.
+    fn shrink_if_small(&mut self) {
+        let Store::Large(l) = &self.store else {
+            return;
+        };
+        let live = &l.times[l.head..];
+        let fits = live.len() <= SMALL_CAPACITY / 2
+            && l.cum.is_empty()
+            && live
+                .last()
+                .is_none_or(|&last| last - live[0] <= u32::from(u16::MAX));
+        if fits {
+            let first = live.first().copied().unwrap_or(0);
+            let mut offsets = [0; SMALL_CAPACITY];
+            for (o, &t) in offsets.iter_mut().zip(live) {
+                *o = (t - first) as u16;
+            }
+            self.base += u64::from(first);
+            self.store = Store::Small {
+                len: live.len() as u8,
+                offsets,
+            };
+        }
+    }
+
+    /// Physically removes dead entries of a large log and releases memory mostly unused.
     fn compact(&mut self) {
-        self.times.drain(..self.head);
-        if !self.cum.is_empty() && self.head > 0 {
+        let Store::Large(l) = &mut self.store else {
+            return;
+        };
+        let head = l.head;
+        l.times.drain(..head);
+        if !l.cum.is_empty() && head > 0 {
             // Keep `cum[i]` = total cost of entries `0..=i` for the new index 0.
-            let dropped = self.cum[self.head - 1];
-            self.cum.drain(..self.head);
-            for c in &mut self.cum {
+            let dropped = l.cum[head - 1];
+            l.cum.drain(..head);
+            for c in &mut l.cum {
                 *c = c.wrapping_sub(dropped);
             }
         }
-        self.head = 0;
-        if self.times.capacity() > 4 * self.times.len().max(4) {
-            self.times.shrink_to(2 * self.times.len());
-            self.cum.shrink_to(2 * self.cum.len());
+        l.head = 0;
+        if l.times.capacity() > 4 * l.times.len().max(4) {
+            l.times.shrink_to(2 * l.times.len());
+            l.cum.shrink_to(2 * l.cum.len());
         }
     }
 
     /// Moves `base` to the oldest live entry so new offsets fit in u32 again.
     fn rebase(&mut self) {
         self.compact();
-        let shift = self.times.first().copied().unwrap_or(0);
-        for t in &mut self.times {
+        let Store::Large(l) = &mut self.store else {
+            return;
+        };
+        let shift = l.times.first().copied().unwrap_or(0);
+        for t in &mut l.times {
             *t -= shift;
         }
         self.base += u64::from(shift);
     }
 
+    /// Index of the first live entry.
+    fn head(&self) -> usize {
+        match &self.store {
+            Store::Small { .. } => 0,
+            Store::Large(l) => l.head,
+        }
+    }
+
+    /// One past the index of the newest entry.
+    fn end(&self) -> usize {
+        match &self.store {
+            Store::Small { len, .. } => usize::from(*len),
+            Store::Large(l) => l.times.len(),
+        }
+    }
+
     fn ts(&self, i: usize) -> u64 {
-        self.base + u64::from(self.times[i])
+        self.base
+            + match &self.store {
+                Store::Small { offsets, .. } => u64::from(offsets[i]),
+                Store::Large(l) => u64::from(l.times[i]),
+            }
     }
 
     /// Total cost of entries `from..to` (absolute indices).
     fn cost_between(&self, from: usize, to: usize) -> u64 {
-        if self.cum.is_empty() {
-            return (to - from) as u64;
+        match &self.store {
+            Store::Large(l) if !l.cum.is_empty() => {
+                let upto = |i: usize| if i == 0 { 0 } else { l.cum[i - 1] };
+                upto(to).wrapping_sub(upto(from))
+            }
+            _ => (to - from) as u64,
         }
-        let upto = |i: usize| if i == 0 { 0 } else { self.cum[i - 1] };
-        upto(to).wrapping_sub(upto(from))
     }
 
     /// First live index whose entry is still inside a window of `window_ms` ending at `now_ms`.
     fn window_start(&self, now_ms: u64, window_ms: u64) -> usize {
         // Entry t is in the window iff t + window > now, i.e. offset > now - window - base.
-        let Some(cutoff) = now_ms.checked_sub(window_ms) else {
-            return self.head;
+        let head = self.head();
+        let Some(cutoff) = now_ms
+            .checked_sub(window_ms)
+            .and_then(|c| c.checked_sub(self.base))
+        else {
+            return head;
         };
-        let Some(cutoff) = cutoff.checked_sub(self.base) else {
-            return self.head;
-        };
-        let live = &self.times[self.head..];
-        self.head + live.partition_point(|&t| u64::from(t) <= cutoff)
+        head + match &self.store {
+            Store::Small { len, offsets } => {
+                offsets[..usize::from(*len)].partition_point(|&t| u64::from(t) <= cutoff)
+            }
+            Store::Large(l) => l.times[head..].partition_point(|&t| u64::from(t) <= cutoff),
+        }
     }
 
     /// Exact ms until enough of the window's oldest entries leave it for `cost` to fit.
@@ -302,11 +447,12 @@ impl Log {
         // Entries start..=k must leave, where k is the first index at which the cost dropped
         // since `start` reaches `need`.
         let need = used + cost - p.limit; // > 0 and <= used, since cost <= limit < used + cost
-        let k = if self.cum.is_empty() {
-            start + need as usize - 1
-        } else {
-            let before = if start == 0 { 0 } else { self.cum[start - 1] };
-            start + self.cum[start..].partition_point(|&c| c.wrapping_sub(before) < need)
+        let k = match &self.store {
+            Store::Large(l) if !l.cum.is_empty() => {
+                let before = if start == 0 { 0 } else { l.cum[start - 1] };
+                start + l.cum[start..].partition_point(|&c| c.wrapping_sub(before) < need)
+            }
+            _ => start + need as usize - 1,
         };
         (self.ts(k) + p.window_ms).saturating_sub(now_ms)
     }
@@ -542,6 +688,69 @@ mod tests {
                 .wrapping_mul(6364136223846793005)
                 .wrapping_add(1442695040888963407);
             (self.0 >> 33) % n
+        }
+    }
+
+    #[test]
+    fn a_small_log_is_one_48_byte_value_and_moves_between_layouts_without_losing_entries() {
+        assert_eq!(std::mem::size_of::<Log>(), 48);
+        let p = [pol(100, 60_000)];
+        let mut log = Log::new();
+        for t in 0..10 {
+            log.check(t * 1000, &p, 1);
+        }
+        assert_eq!(log.heap_bytes(), 0, "10 unit entries stay inline");
+        for t in 10..40 {
+            log.check(t * 1000, &p, 1);
+        }
+        assert!(log.heap_bytes() > 0, "40 entries need the large layout");
+        // 60 s after the 40th entry only the new one remains: back to inline.
+        log.check(99_000, &p, 1);
+        assert_eq!(log.entries().map(|e| e.0).collect::<Vec<_>>(), vec![99_000]);
+        assert_eq!(log.heap_bytes(), 0);
+        // A gap wider than u16 milliseconds also needs the large layout.
+        let mut log = Log::new();
+        log.check(0, &[pol(5, 3_600_000)], 1);
+        log.check(70_000, &[pol(5, 3_600_000)], 1);
+        assert_eq!(log.entries().collect::<Vec<_>>(), vec![(0, 1), (70_000, 1)]);
+        assert_eq!(log.peek(70_000, &[pol(5, 3_600_000)], 1).remaining, 2);
+    }
+
+    #[test]
+    fn unit_cost_logs_stay_exact_across_layout_changes() {
+        for seed in 100..120 {
+            let mut rng = Lcg(seed);
+            let policies = [pol(12, 2000), pol(30, 20_000)];
+            let mut log = Log::new();
+            let mut admitted: Vec<u64> = Vec::new();
+            let mut now = 0;
+            for _ in 0..3000 {
+                // Bursts and long pauses move the log between layouts.
+                now += if rng.next(50) == 0 {
+                    30_000 + rng.next(60_000)
+                } else {
+                    rng.next(400)
+                };
+                let (d, recorded) = log.check(now, &policies, 1);
+                let fits = policies.iter().all(|p| {
+                    admitted.iter().filter(|&&t| t + p.window_ms > now).count() < p.limit as usize
+                });
+                assert_eq!(d.allowed, fits, "seed {seed} t={now}");
+                if recorded {
+                    admitted.push(now);
+                }
+                let live: Vec<u64> = admitted
+                    .iter()
+                    .copied()
+                    .filter(|&t| t + 20_000 > now)
+                    .collect();
+                let kept: Vec<u64> = log
+                    .entries()
+                    .map(|e| e.0)
+                    .filter(|&t| t + 20_000 > now)
+                    .collect();
+                assert_eq!(kept, live, "seed {seed} t={now}");
+            }
         }
     }
 
