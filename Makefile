@@ -24,13 +24,14 @@ build: module ## Build the module and the API (release)
 run: build ## Start redis-server with the module and the API on localhost (Ctrl-C stops both)
 	@scripts/run.sh
 
-test: deps module ## Run the whole test suite (unit + integration against real servers, lint)
+test: deps build ## Run the whole test suite (unit + integration against real servers, lint)
 	$(CARGO) test --workspace --release
 	@$(MAKE) --no-print-directory lint
 
 lint: ## rustfmt, clippy (-D warnings), hadolint on the Dockerfiles
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --release --all-targets -- -D warnings
+	scripts/lint-docker.sh
 
 bench: deps build ## Benchmarks (not part of test): writes bench-results/ and prints tables
 	@scripts/bench.sh

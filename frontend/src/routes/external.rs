@@ -1,0 +1,49 @@
+//! `GET /external`: one call to the external service through the circuit breaker. Always 200:
+//! the upstream's answer `{"external":"ok","value":...}`, or a fallback
+//! `{"fallback":true,"reason":"external service failure" | "circuit open"}`. The breaker's
+//! state after the call is in `X-Circuit-State`. Needs no Redis.
+
+use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::{web, HttpResponse};
+use serde_json::json;
+
+use crate::breaker::State;
+use crate::startup::AppState;
+use crate::telemetry::ExternalOutcome;
+
+pub const X_CIRCUIT_STATE: HeaderName = HeaderName::from_static("x-circuit-state");
+
+fn respond(state: State, body: serde_json::Value) -> HttpResponse {
+    HttpResponse::Ok()
+        .insert_header((X_CIRCUIT_STATE, HeaderValue::from_static(state.as_str())))
+        .json(body)
+}
+
+pub async fn external(state: web::Data<AppState>) -> HttpResponse {
+    let permit = match state.breaker.try_acquire() {
+        Ok(p) => p,
+        Err(rejected) => {
+            state.telemetry.count_external(ExternalOutcome::Rejected);
+            return respond(
+                rejected.state,
+                json!({"fallback": true, "reason": "circuit open"}),
+            );
+        }
+    };
+    // If this request is cancelled while waiting, the permit is dropped and a half-open
+    // breaker gets its trial slot back.
+    match state.upstream.call().await {
+        Ok(value) => {
+            state.telemetry.count_external(ExternalOutcome::Success);
+            respond(permit.success(), json!({"external": "ok", "value": value}))
+        }
+        Err(why) => {
+            log::warn!("external service failed: {why}");
+            state.telemetry.count_external(ExternalOutcome::Failure);
+            respond(
+                permit.failure(),
+                json!({"fallback": true, "reason": "external service failure"}),
+            )
+        }
+    }
+}

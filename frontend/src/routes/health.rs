@@ -1,0 +1,27 @@
+//! `GET /health`: 200 `{"status":"ok"}` when Redis answers and the module is loaded (and, in
+//! cluster mode, every slot is served); else 503 `{"status":"unavailable","detail":...}`.
+
+use actix_web::{web, HttpResponse};
+use serde::Serialize;
+
+use crate::startup::AppState;
+
+#[derive(Serialize)]
+struct Health<'a> {
+    status: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    detail: Option<String>,
+}
+
+pub async fn health(state: web::Data<AppState>) -> HttpResponse {
+    match state.store.health().await {
+        Ok(()) => HttpResponse::Ok().json(Health {
+            status: "ok",
+            detail: None,
+        }),
+        Err(e) => HttpResponse::ServiceUnavailable().json(Health {
+            status: "unavailable",
+            detail: Some(e.to_string()),
+        }),
+    }
+}

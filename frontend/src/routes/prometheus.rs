@@ -1,0 +1,12 @@
+//! `GET /metrics`: Prometheus text exposition (requests by route and status, latency
+//! histogram, rate-limit decisions, breaker state and transitions, external call outcomes).
+
+use actix_web::{web, HttpResponse};
+
+use crate::startup::AppState;
+
+pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(state.telemetry.render(&state.breaker))
+}

@@ -1,0 +1,142 @@
+//! Builds the HTTP server from a listener the caller owns (port 0 in tests), so the real stack
+//! is what tests talk to.
+
+use std::fmt;
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix_web::dev::{Server, ServerHandle, Service};
+use actix_web::middleware::Logger;
+use actix_web::{web, App, HttpServer};
+
+use crate::breaker::{Breaker, Clock, SystemClock, DEFAULT_TRIAL_CALLS};
+use crate::config::Config;
+use crate::ratelimit::Policy;
+use crate::routes;
+use crate::store::Store;
+use crate::telemetry::Telemetry;
+use crate::upstream::Upstream;
+
+/// What every handler shares.
+pub struct AppState {
+    pub config: Config,
+    pub store: Store,
+    pub breaker: Breaker,
+    pub upstream: Upstream,
+    pub telemetry: Arc<Telemetry>,
+    pub policy: Policy,
+}
+
+#[derive(Debug)]
+pub enum StartupError {
+    Bind(String, std::io::Error),
+    Redis(redis::RedisError),
+    Upstream(reqwest::Error),
+}
+
+impl fmt::Display for StartupError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StartupError::Bind(addr, e) => write!(f, "cannot listen on {addr}: {e}"),
+            StartupError::Redis(e) => write!(f, "invalid REDIS_URL: {e}"),
+            StartupError::Upstream(e) => write!(f, "invalid EXTERNAL_SERVICE_URL: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for StartupError {}
+
+/// How long a SIGTERM waits for requests in flight.
+const SHUTDOWN_TIMEOUT_S: u64 = 10;
+
+pub struct Application {
+    port: u16,
+    server: Server,
+}
+
+impl Application {
+    /// Binds `HOST:PORT` and builds the server with the real clock.
+    pub async fn build(config: Config) -> Result<Application, StartupError> {
+        let addr = format!("{}:{}", config.host, config.port);
+        let listener = TcpListener::bind((config.host.as_str(), config.port))
+            .map_err(|e| StartupError::Bind(addr, e))?;
+        Application::build_with(config, listener, Arc::new(SystemClock))
+    }
+
+    /// Builds the server on `listener` with `clock` driving the circuit breaker. Must run
+    /// inside a Tokio runtime (the Redis connection is created, lazily, here).
+    pub fn build_with(
+        config: Config,
+        listener: TcpListener,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Application, StartupError> {
+        let local = listener
+            .local_addr()
+            .map_err(|e| StartupError::Bind("listener".to_string(), e))?;
+        let store = Store::new(&config).map_err(StartupError::Redis)?;
+        let upstream = match &config.external_service_url {
+            Some(url) => Upstream::http(url.clone(), config.external_service_timeout)
+                .map_err(StartupError::Upstream)?,
+            None => Upstream::simulator(config.external_service_failure_rate),
+        };
+        let breaker = Breaker::new(
+            config.cb_failure_threshold,
+            config.cb_reset_timeout,
+            DEFAULT_TRIAL_CALLS,
+            clock,
+        );
+        let telemetry = Arc::new(Telemetry::default());
+        let state = web::Data::new(AppState {
+            policy: Policy::new(config.rate_limit, config.rate_window_s),
+            config,
+            store,
+            breaker,
+            upstream,
+            telemetry: telemetry.clone(),
+        });
+        let server = HttpServer::new(move || {
+            let telemetry = telemetry.clone();
+            App::new()
+                .app_data(state.clone())
+                .wrap_fn(move |req, srv| {
+                    let route = Telemetry::route_index(req.path());
+                    let start = Instant::now();
+                    let telemetry = telemetry.clone();
+                    let response = srv.call(req);
+                    async move {
+                        let res = response.await?;
+                        telemetry.observe(route, res.status().as_u16(), start.elapsed());
+                        Ok(res)
+                    }
+                })
+                // One line per request; %a is the TCP peer (not a forwarded header).
+                .wrap(Logger::new("%a \"%r\" %s %b %Dms"))
+                .configure(routes::configure)
+                .default_service(web::to(routes::not_found))
+        })
+        .listen(listener)
+        .map_err(|e| StartupError::Bind(local.to_string(), e))?
+        // SIGTERM / SIGINT: stop accepting, finish what is in flight (up to this long).
+        .shutdown_timeout(SHUTDOWN_TIMEOUT_S)
+        .run();
+        log::info!("tally-api listening on {local}");
+        Ok(Application {
+            port: local.port(),
+            server,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Stops the server (`stop(true)` waits for requests in flight).
+    pub fn handle(&self) -> ServerHandle {
+        self.server.handle()
+    }
+
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.server.await
+    }
+}

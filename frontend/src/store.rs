@@ -1,0 +1,419 @@
+//! The only place that speaks to Redis. One module call per stage; every call is bounded by a
+//! deadline, so a request never hangs on a dead or failing-over server.
+//!
+//! Connections are lazy: the API starts while Redis is down, answers 503 meanwhile, and
+//! recovers by itself.
+//! - single node (`REDIS_CLUSTER=false`): a redis-rs `ConnectionManager` (one multiplexed
+//!   connection shared by every request; it reconnects after I/O errors);
+//! - cluster (`REDIS_CLUSTER=true`): redis-rs's async cluster client over the seed list (MOVED /
+//!   ASK, topology refresh, failover), with bounded retries and timeouts.
+//!
+//! With `REDIS_WAIT_REPLICAS=n`, a metric write goes out as one pipeline `METRIC.ADD ...; WAIT n
+//! timeout` on the same connection (in cluster mode redis-rs routes a pipeline by its first keyed
+//! command, so `WAIT` reaches the node that took the write) and is acknowledged only if WAIT
+//! counts at least n replicas. Rate-limit records are not WAITed: they are not data the API
+//! acknowledges, and a record lost in a failover grants at most one extra request.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::{ClusterClientBuilder, ClusterConfig};
+use redis::cluster_async::ClusterConnection;
+use redis::{Cmd, Pipeline, RedisError, Value};
+
+use crate::config::Config;
+use crate::keys;
+use crate::ratelimit::Decision;
+
+/// Why a Redis call did not succeed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreError {
+    /// No connection, a timeout, a node loading or failing over: try again later.
+    Unavailable(String),
+    /// Redis answers but the tally module is not loaded.
+    ModuleMissing,
+    /// The write was taken but fewer replicas than required confirmed it.
+    NotAcknowledged { replicas: i64, wanted: u32 },
+    /// Redis refused the command (e.g. `WRONGTYPE`: the key holds something else).
+    Server(String),
+    /// A reply the API does not understand.
+    Protocol(String),
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreError::Unavailable(why) => write!(f, "Redis unavailable: {why}"),
+            StoreError::ModuleMissing => f.write_str("the tally module is not loaded in Redis"),
+            StoreError::NotAcknowledged { replicas, wanted } => write!(
+                f,
+                "write not acknowledged: {replicas} of {wanted} replicas confirmed it"
+            ),
+            StoreError::Server(msg) => write!(f, "Redis error: {msg}"),
+            StoreError::Protocol(msg) => write!(f, "unexpected Redis reply: {msg}"),
+        }
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+impl From<RedisError> for StoreError {
+    fn from(e: RedisError) -> Self {
+        match e.code() {
+            // A server-side error reply.
+            Some(code) => match code {
+                "LOADING" | "CLUSTERDOWN" | "MASTERDOWN" | "TRYAGAIN" | "READONLY" | "MOVED"
+                | "ASK" | "NOREPLICAS" | "BUSY" => StoreError::Unavailable(e.to_string()),
+                "ERR" if e.detail().is_some_and(|d| d.contains("unknown command")) => {
+                    StoreError::ModuleMissing
+                }
+                _ => StoreError::Server(e.to_string()),
+            },
+            // I/O, connect/response timeouts, no node for the slot, ...
+            None => StoreError::Unavailable(e.to_string()),
+        }
+    }
+}
+
+type Result<T> = std::result::Result<T, StoreError>;
+
+#[derive(Clone)]
+enum Conn {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+/// Redis, as the API uses it. Cheap to share (`Arc` inside the connections).
+pub struct Store {
+    conn: Conn,
+    cluster: bool,
+    /// `(replicas, timeout_ms)` when writes wait for replicas.
+    wait: Option<(u32, u64)>,
+    /// Hard cap on one call (connect + response + WAIT), whatever the client library does.
+    deadline: Duration,
+}
+
+/// `METRIC.SUMMARY`, as the API reports it (`None` = nil: no samples).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Summary {
+    pub count: u64,
+    pub sum: Option<f64>,
+    pub min: Option<f64>,
+    pub max: Option<f64>,
+    pub avg: Option<f64>,
+    pub stddev: Option<f64>,
+    pub first_ts: Option<i64>,
+    pub last_ts: Option<i64>,
+    /// Quantiles, when the module reports them (SPEC §5): outer `None` = not reported.
+    pub p50: Option<Option<f64>>,
+    pub p90: Option<Option<f64>>,
+    pub p95: Option<Option<f64>>,
+    pub p99: Option<Option<f64>>,
+}
+
+impl Store {
+    /// Creates the (lazy) connection; nothing is sent yet. Must run inside a Tokio runtime.
+    pub fn new(config: &Config) -> std::result::Result<Store, RedisError> {
+        let wait = (config.redis_wait_replicas > 0)
+            .then_some((config.redis_wait_replicas, config.redis_wait_timeout_ms));
+        let wait_ms = wait.map_or(0, |(_, ms)| ms);
+        let connect = config.redis_timeout;
+        // A response may legitimately take the WAIT timeout on top of the usual time.
+        let response = config.redis_timeout + Duration::from_millis(wait_ms);
+        let conn = if config.redis_cluster {
+            let client = ClusterClientBuilder::new(config.redis_urls.iter().map(String::as_str))
+                // Bounded: a MOVED/ASK or a refresh after a failover is retried a couple of
+                // times, quickly; the overall response timeout caps the whole request.
+                .retries(2)
+                .min_retry_wait(10)
+                .max_retry_wait(200)
+                .connection_timeout(connect)
+                .response_timeout(response)
+                .overall_response_timeout(Some(response + connect))
+                .build()?;
+            let cfg = ClusterConfig::new()
+                .set_connection_timeout(connect)
+                .set_response_timeout(response);
+            Conn::Cluster(client.get_pending_async_connection_with_config(cfg))
+        } else {
+            let client = redis::Client::open(config.redis_urls[0].as_str())?;
+            let cfg = ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(connect))
+                .set_response_timeout(Some(response))
+                // One quick retry per reconnect: while Redis is down requests fail fast (503)
+                // instead of queueing behind a long backoff.
+                .set_number_of_retries(1)
+                .set_min_delay(Duration::from_millis(50))
+                .set_max_delay(Duration::from_millis(200));
+            Conn::Single(ConnectionManager::new_lazy_with_config(client, cfg)?)
+        };
+        Ok(Store {
+            conn,
+            cluster: config.redis_cluster,
+            wait,
+            deadline: connect * 2 + response,
+        })
+    }
+
+    async fn call(&self, cmd: &Cmd) -> Result<Value> {
+        let fut = async {
+            match self.conn.clone() {
+                Conn::Single(mut c) => cmd.query_async::<Value>(&mut c).await,
+                Conn::Cluster(mut c) => cmd.query_async::<Value>(&mut c).await,
+            }
+        };
+        match tokio::time::timeout(self.deadline, fut).await {
+            Ok(r) => r.map_err(StoreError::from),
+            Err(_) => Err(StoreError::Unavailable("timed out".to_string())),
+        }
+    }
+
+    async fn call_pipeline(&self, pipe: &Pipeline) -> Result<Vec<Value>> {
+        let fut = async {
+            match self.conn.clone() {
+                Conn::Single(mut c) => pipe.query_async::<Vec<Value>>(&mut c).await,
+                Conn::Cluster(mut c) => pipe.query_async::<Vec<Value>>(&mut c).await,
+            }
+        };
+        match tokio::time::timeout(self.deadline, fut).await {
+            Ok(r) => r.map_err(StoreError::from),
+            Err(_) => Err(StoreError::Unavailable("timed out".to_string())),
+        }
+    }
+
+    /// Sends a write, followed by `WAIT` in the same pipeline when replicas are required.
+    async fn write(&self, cmd: Cmd) -> Result<Value> {
+        let Some((replicas, timeout_ms)) = self.wait else {
+            return self.call(&cmd).await;
+        };
+        let mut pipe = redis::pipe();
+        pipe.add_command(cmd)
+            .cmd("WAIT")
+            .arg(replicas)
+            .arg(timeout_ms);
+        let mut replies = self.call_pipeline(&pipe).await?.into_iter();
+        let (Some(reply), Some(acks)) = (replies.next(), replies.next()) else {
+            return Err(StoreError::Protocol("short pipeline reply".to_string()));
+        };
+        let acked = int(&acks)?;
+        if acked < i64::from(replicas) {
+            return Err(StoreError::NotAcknowledged {
+                replicas: acked,
+                wanted: replicas,
+            });
+        }
+        Ok(reply)
+    }
+
+    /// `METRIC.ADD metric:<kind> <value> TS <ts_ms>`; returns the series' sample count.
+    pub async fn add_metric(&self, kind: &str, value: f64, ts_ms: u64) -> Result<i64> {
+        let mut cmd = redis::cmd("METRIC.ADD");
+        cmd.arg(keys::metric(kind)).arg(value).arg("TS").arg(ts_ms);
+        int(&self.write(cmd).await?)
+    }
+
+    /// `METRIC.SUMMARY metric:<kind>`.
+    pub async fn summary(&self, kind: &str) -> Result<Summary> {
+        let mut cmd = redis::cmd("METRIC.SUMMARY");
+        cmd.arg(keys::metric(kind));
+        parse_summary(self.call(&cmd).await?)
+    }
+
+    /// `RATELIMIT.CHECK ratelimit:<client> <limit> <window_ms> [COST cost]`.
+    pub async fn check_rate(
+        &self,
+        client: IpAddr,
+        limit: u64,
+        window_ms: u64,
+        cost: u64,
+    ) -> Result<Decision> {
+        let mut cmd = redis::cmd("RATELIMIT.CHECK");
+        cmd.arg(keys::ratelimit(client)).arg(limit).arg(window_ms);
+        if cost != 1 {
+            cmd.arg("COST").arg(cost);
+        }
+        parse_decision(self.call(&cmd).await?)
+    }
+
+    /// Redis answers and the module is loaded (a read of a key that is never written); in
+    /// cluster mode also every slot is served (`cluster_state:ok`).
+    pub async fn health(&self) -> Result<()> {
+        let mut probe = redis::cmd("METRIC.SUMMARY");
+        probe.arg(keys::HEALTH_PROBE);
+        parse_summary(self.call(&probe).await?)?;
+        if self.cluster {
+            let info = self
+                .call(&redis::cmd("CLUSTER").arg("INFO").clone())
+                .await?;
+            let text = match &info {
+                Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
+                Value::VerbatimString { text, .. } => text.clone(),
+                other => return Err(StoreError::Protocol(format!("CLUSTER INFO: {other:?}"))),
+            };
+            if !text.lines().any(|l| l.trim() == "cluster_state:ok") {
+                return Err(StoreError::Unavailable(
+                    "the cluster does not serve every slot".to_string(),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn int(v: &Value) -> Result<i64> {
+    match v {
+        Value::Int(n) => Ok(*n),
+        other => Err(StoreError::Protocol(format!(
+            "expected an integer: {other:?}"
+        ))),
+    }
+}
+
+/// A number field: RESP2 bulk string or integer, RESP3 double; nil is `None`.
+fn number(v: &Value) -> Result<Option<f64>> {
+    match v {
+        Value::Nil => Ok(None),
+        Value::Int(n) => Ok(Some(*n as f64)),
+        Value::Double(d) => Ok(Some(*d)),
+        Value::BulkString(b) => std::str::from_utf8(b)
+            .ok()
+            .and_then(|s| s.parse::<f64>().ok())
+            .map(Some)
+            .ok_or_else(|| StoreError::Protocol(format!("not a number: {v:?}"))),
+        other => Err(StoreError::Protocol(format!("not a number: {other:?}"))),
+    }
+}
+
+fn name(v: &Value) -> Option<&[u8]> {
+    match v {
+        Value::BulkString(b) => Some(b),
+        Value::SimpleString(s) => Some(s.as_bytes()),
+        _ => None,
+    }
+}
+
+/// The record reply of `METRIC.SUMMARY`: a RESP2 flat array of pairs or a RESP3 map. Fields
+/// are found by name; unknown ones are ignored, so new module fields do not break the API.
+pub fn parse_summary(v: Value) -> Result<Summary> {
+    let pairs: Vec<(Value, Value)> = match v {
+        Value::Map(entries) => entries,
+        Value::Array(items) if items.len() % 2 == 0 => {
+            let mut it = items.into_iter();
+            let mut out = Vec::with_capacity(it.len() / 2);
+            while let (Some(k), Some(v)) = (it.next(), it.next()) {
+                out.push((k, v));
+            }
+            out
+        }
+        other => return Err(StoreError::Protocol(format!("METRIC.SUMMARY: {other:?}"))),
+    };
+    let mut s = Summary::default();
+    for (k, v) in &pairs {
+        let Some(k) = name(k) else { continue };
+        match k {
+            b"count" => s.count = number(v)?.unwrap_or(0.0) as u64,
+            b"sum" => s.sum = number(v)?,
+            b"min" => s.min = number(v)?,
+            b"max" => s.max = number(v)?,
+            b"avg" => s.avg = number(v)?,
+            b"stddev" => s.stddev = number(v)?,
+            b"first_ts" => s.first_ts = number(v)?.map(|t| t as i64),
+            b"last_ts" => s.last_ts = number(v)?.map(|t| t as i64),
+            b"p50" => s.p50 = Some(number(v)?),
+            b"p90" => s.p90 = Some(number(v)?),
+            b"p95" => s.p95 = Some(number(v)?),
+            b"p99" => s.p99 = Some(number(v)?),
+            _ => {}
+        }
+    }
+    Ok(s)
+}
+
+/// The reply of `RATELIMIT.CHECK`: a RESP2 array of 5 integers or a RESP3 map.
+pub fn parse_decision(v: Value) -> Result<Decision> {
+    let ints: Vec<i64> = match &v {
+        Value::Array(items) if items.len() == 5 => {
+            items.iter().map(int).collect::<Result<Vec<_>>>()?
+        }
+        Value::Map(entries) if entries.len() == 5 => entries
+            .iter()
+            .map(|(_, v)| int(v))
+            .collect::<Result<Vec<_>>>()?,
+        other => return Err(StoreError::Protocol(format!("RATELIMIT.CHECK: {other:?}"))),
+    };
+    Ok(Decision {
+        allowed: ints[0] == 1,
+        limit: ints[1],
+        remaining: ints[2],
+        retry_after_ms: ints[3],
+        reset_after_ms: ints[4],
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bulk(s: &str) -> Value {
+        Value::BulkString(s.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn an_empty_summary_has_count_zero_and_nil_fields() {
+        let mut items = vec![bulk("count"), Value::Int(0)];
+        for f in ["sum", "min", "max", "avg", "stddev", "first_ts", "last_ts"] {
+            items.push(bulk(f));
+            items.push(Value::Nil);
+        }
+        let s = parse_summary(Value::Array(items)).unwrap();
+        assert_eq!(s, Summary::default());
+    }
+
+    #[test]
+    fn summary_fields_are_read_by_name_from_resp2_and_resp3() {
+        let resp2 = Value::Array(vec![
+            bulk("count"),
+            Value::Int(2),
+            bulk("avg"),
+            bulk("50"),
+            bulk("first_ts"),
+            Value::Int(1000),
+            bulk("p99"),
+            Value::Nil,
+            bulk("something_new"),
+            bulk("x"),
+        ]);
+        let s = parse_summary(resp2).unwrap();
+        assert_eq!((s.count, s.avg, s.first_ts), (2, Some(50.0), Some(1000)));
+        assert_eq!(s.p99, Some(None));
+        assert_eq!(s.p50, None);
+        let resp3 = Value::Map(vec![
+            (bulk("count"), Value::Int(1)),
+            (bulk("max"), Value::Double(75.5)),
+        ]);
+        let s = parse_summary(resp3).unwrap();
+        assert_eq!((s.count, s.max), (1, Some(75.5)));
+    }
+
+    #[test]
+    fn a_decision_is_read_from_five_integers() {
+        let d = parse_decision(Value::Array(
+            [0, 5, 0, 1200, 59000].map(Value::Int).to_vec(),
+        ))
+        .unwrap();
+        assert!(!d.allowed);
+        assert_eq!(
+            (d.limit, d.retry_after_ms, d.reset_after_ms),
+            (5, 1200, 59000)
+        );
+        assert!(parse_decision(Value::Array(vec![Value::Int(1)])).is_err());
+    }
+
+    #[test]
+    fn connection_errors_mean_redis_is_unavailable() {
+        let io: RedisError = std::io::Error::from(std::io::ErrorKind::ConnectionRefused).into();
+        assert!(matches!(StoreError::from(io), StoreError::Unavailable(_)));
+    }
+}

@@ -1,0 +1,235 @@
+//! Shared by the `api_*` suites (included with `#[path] mod support;`): a `TestApp` running the
+//! real HTTP stack on a port-0 listener, one method per endpoint, and a tiny scripted upstream
+//! for `/external`. Compiled on its own too (as an empty test target).
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::sync::atomic::{AtomicU16, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tally_api::breaker::ManualClock;
+use tally_api::config::Config;
+use tally_api::startup::Application;
+use tally_tests::redis::Value;
+use tally_tests::Server;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+pub const EXAMPLE: &str = r#"{"timestamp":"2025-01-01T10:00:00","value":75,"type":"cpu"}"#;
+
+/// The defaults, pointed at `redis_url`, listening on loopback, with a simulator that never
+/// fails (tests that want failures say so).
+pub fn config(redis_url: &str) -> Config {
+    Config {
+        redis_urls: vec![redis_url.to_string()],
+        host: "127.0.0.1".to_string(),
+        port: 0,
+        external_service_failure_rate: 0.0,
+        ..Config::default()
+    }
+}
+
+pub struct TestApp {
+    pub base: String,
+    pub client: reqwest::Client,
+    pub clock: Arc<ManualClock>,
+    handle: actix_web::dev::ServerHandle,
+}
+
+impl TestApp {
+    /// The API with default settings on `server`.
+    pub async fn spawn(server: &Server) -> TestApp {
+        TestApp::spawn_with(config(&server.url())).await
+    }
+
+    pub async fn spawn_with(config: Config) -> TestApp {
+        // Quiet unless asked (RUST_LOG=info shows one line per request).
+        if std::env::var_os("RUST_LOG").is_some() {
+            tally_api::telemetry::init_logging();
+        }
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        let clock = ManualClock::new();
+        let app = Application::build_with(config, listener, clock.clone()).expect("build the app");
+        let base = format!("http://127.0.0.1:{}", app.port());
+        let handle = app.handle();
+        tokio::spawn(app.run_until_stopped());
+        TestApp {
+            base,
+            client: reqwest::Client::builder()
+                .timeout(Duration::from_secs(20))
+                .build()
+                .expect("client"),
+            clock,
+            handle,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client.get(self.url(path)).send().await.expect("GET")
+    }
+
+    pub async fn health(&self) -> reqwest::Response {
+        self.get("/health").await
+    }
+
+    /// `POST /api/metrics` with a JSON body.
+    pub async fn post_metric(&self, body: &str) -> reqwest::Response {
+        self.post_metric_as(body, Some("application/json"), None)
+            .await
+    }
+
+    /// `POST /api/metrics` with an explicit content type and `X-Forwarded-For`.
+    pub async fn post_metric_as(
+        &self,
+        body: &str,
+        content_type: Option<&str>,
+        forwarded_for: Option<&str>,
+    ) -> reqwest::Response {
+        let mut req = self
+            .client
+            .post(self.url("/api/metrics"))
+            .body(body.to_string());
+        if let Some(ct) = content_type {
+            req = req.header("content-type", ct);
+        }
+        if let Some(xff) = forwarded_for {
+            req = req.header("x-forwarded-for", xff);
+        }
+        req.send().await.expect("POST /api/metrics")
+    }
+
+    pub async fn summary(&self, metric_type: &str) -> reqwest::Response {
+        self.client
+            .get(self.url("/api/metrics/summary"))
+            .query(&[("metric_type", metric_type)])
+            .send()
+            .await
+            .expect("GET summary")
+    }
+
+    pub async fn external(&self) -> reqwest::Response {
+        self.get("/external").await
+    }
+
+    pub async fn prometheus(&self) -> String {
+        self.get("/metrics").await.text().await.expect("text")
+    }
+
+    pub async fn openapi(&self) -> reqwest::Response {
+        self.get("/openapi.json").await
+    }
+
+    pub async fn docs(&self) -> reqwest::Response {
+        self.get("/docs").await
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        // Sends the stop command now; the future only waits for completion.
+        drop(self.handle.stop(false));
+    }
+}
+
+/// Status and JSON body.
+pub async fn json(resp: reqwest::Response) -> (u16, serde_json::Value) {
+    let status = resp.status().as_u16();
+    let text = resp.text().await.expect("body");
+    let body = serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"));
+    (status, body)
+}
+
+pub fn header(resp: &reqwest::Response, name: &str) -> Option<String> {
+    resp.headers()
+        .get(name)
+        .map(|v| v.to_str().expect("ascii header").to_string())
+}
+
+/// `count` of `METRIC.SUMMARY metric:<kind>`, read straight from Redis.
+pub fn stored_count(server: &Server, kind: &str) -> i64 {
+    let mut c = server.conn();
+    let v = server
+        .run(&mut c, &["METRIC.SUMMARY", &format!("metric:{kind}")])
+        .expect("METRIC.SUMMARY");
+    tally_tests::field_f64(&v, "count").unwrap_or(0.0) as i64
+}
+
+/// Whether `key` exists in Redis.
+pub fn exists(server: &Server, key: &str) -> bool {
+    let mut c = server.conn();
+    server.run(&mut c, &["EXISTS", key]).expect("EXISTS") == Value::Int(1)
+}
+
+/// A scripted HTTP upstream on 127.0.0.1:0: answers every request with `status` (and a JSON
+/// body on 200) after `delay_ms`, and counts the requests it got.
+pub struct Upstream {
+    pub url: String,
+    status: Arc<AtomicU16>,
+    delay_ms: Arc<AtomicU64>,
+    hits: Arc<AtomicUsize>,
+}
+
+impl Upstream {
+    pub async fn start(status: u16) -> Upstream {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind upstream");
+        let url = format!("http://{}/value", listener.local_addr().expect("addr"));
+        let status = Arc::new(AtomicU16::new(status));
+        let delay_ms = Arc::new(AtomicU64::new(0));
+        let hits = Arc::new(AtomicUsize::new(0));
+        let (s, d, h) = (status.clone(), delay_ms.clone(), hits.clone());
+        tokio::spawn(async move {
+            while let Ok((mut sock, _)) = listener.accept().await {
+                let (s, d, h) = (s.clone(), d.clone(), h.clone());
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 1024];
+                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match sock.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    h.fetch_add(1, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(d.load(Ordering::SeqCst))).await;
+                    let status = s.load(Ordering::SeqCst);
+                    let body = if status == 200 {
+                        r#"{"answer":42}"#
+                    } else {
+                        r#"{"error":"boom"}"#
+                    };
+                    let resp = format!(
+                        "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = sock.write_all(resp.as_bytes()).await;
+                    let _ = sock.shutdown().await;
+                });
+            }
+        });
+        Upstream {
+            url,
+            status,
+            delay_ms,
+            hits,
+        }
+    }
+
+    pub fn set_status(&self, status: u16) {
+        self.status.store(status, Ordering::SeqCst);
+    }
+
+    pub fn set_delay(&self, delay: Duration) {
+        self.delay_ms
+            .store(delay.as_millis() as u64, Ordering::SeqCst);
+    }
+
+    pub fn hits(&self) -> usize {
+        self.hits.load(Ordering::SeqCst)
+    }
+}
