@@ -101,7 +101,8 @@ impl Reply {
         if self.resp3 {
             raw::reply_with_double(self.ctx, v);
         } else {
-            self.bulk(format_double(v).as_bytes());
+            let mut buf = ryu::Buffer::new();
+            self.bulk(format_double(&mut buf, v).as_bytes());
         }
     }
 
@@ -143,13 +144,17 @@ impl Reply {
     }
 }
 
-/// Shortest text that parses back to exactly `v`, without a huge run of digits.
-pub fn format_double(v: f64) -> String {
-    let a = v.abs();
-    if a == 0.0 || (1e-5..1e16).contains(&a) || !v.is_finite() {
-        format!("{v}")
+/// Shortest text that parses back to exactly `v` (ryu: no allocation; "inf"/"-inf" for the
+/// overflowed sums of huge values).
+pub fn format_double(buf: &mut ryu::Buffer, v: f64) -> &str {
+    if v.is_finite() {
+        buf.format_finite(v)
+    } else if v.is_nan() {
+        "nan"
+    } else if v > 0.0 {
+        "inf"
     } else {
-        format!("{v:e}")
+        "-inf"
     }
 }
 
@@ -302,6 +307,7 @@ mod tests {
 
     #[test]
     fn doubles_are_spelled_short_and_exact() {
+        let mut buf = ryu::Buffer::new();
         for v in [
             0.0,
             75.0,
@@ -312,10 +318,11 @@ mod tests {
             123456.789,
             f64::MIN_POSITIVE,
         ] {
-            let s = format_double(v);
+            let s = format_double(&mut buf, v).to_string();
             assert_eq!(s.parse::<f64>().unwrap(), v, "{s}");
             assert!(s.len() < 32, "{s}");
         }
-        assert_eq!(format_double(75.0), "75");
+        assert_eq!(format_double(&mut buf, 75.0), "75.0");
+        assert_eq!(format_double(&mut buf, f64::INFINITY), "inf");
     }
 }

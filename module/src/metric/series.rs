@@ -14,7 +14,7 @@
 use std::collections::VecDeque;
 
 use super::aggregates::Aggregates;
-use super::sketch::{Quantiles, Sketch, ALL_TIME_CAP, BUCKET_CAP};
+use super::sketch::{index_of, Quantiles, Sketch, ALL_TIME_CAP, BUCKET_CAP};
 
 pub const FINE_MS: u64 = 1000;
 pub const COARSE_MS: u64 = 60_000;
@@ -88,8 +88,18 @@ impl Tier {
         floor_to(b.agg.first_ts, self.width)
     }
 
-    /// Adds a sample unless it is older than `keep_from`, dropping buckets that start before.
-    fn add(&mut self, value: f64, ts: u64, keep_from: u64) {
+    /// Adds a sample (its sketch bin already computed) unless it is older than `keep_from`,
+    /// dropping buckets that start before.
+    fn add(&mut self, value: f64, bin: i32, ts: u64, keep_from: u64) {
+        let start = floor_to(ts, self.width);
+        // The common case: the sample belongs to the newest bucket.
+        if let Some(b) = self.buckets.back_mut() {
+            if floor_to(b.agg.first_ts, self.width) == start {
+                b.agg.add(value, ts);
+                b.sketch.add_index(bin, BUCKET_CAP);
+                return;
+            }
+        }
         let keep_from = floor_to(keep_from, self.width);
         while self
             .buckets
@@ -101,7 +111,6 @@ impl Tier {
         if ts < keep_from {
             return;
         }
-        let start = floor_to(ts, self.width);
         let at = self.buckets.partition_point(|b| self.start_of(b) < start);
         if self
             .buckets
@@ -112,7 +121,7 @@ impl Tier {
         }
         let b = &mut self.buckets[at];
         b.agg.add(value, ts);
-        b.sketch.add(value, BUCKET_CAP);
+        b.sketch.add_index(bin, BUCKET_CAP);
     }
 
     /// Buckets whose start is in `from..=to`.
@@ -181,7 +190,7 @@ fn summarize(agg: &Aggregates, sketches: &[&Sketch]) -> Option<Summary> {
     // The aggregates' min and max bound the sketch's samples only if it holds all of them
     // (a series loaded from the v1 encoding has a sketch of the newer samples only).
     let bounds = (q.total() == s.count).then_some((s.min, s.max));
-    let quantiles = QUANTILES.map(|(_, num, den)| q.quantile(num, den, bounds));
+    let quantiles = q.quantiles(&QUANTILES.map(|(_, num, den)| (num, den)), bounds);
     Some(Summary {
         count: s.count,
         sum: s.sum,
@@ -209,12 +218,14 @@ impl Series {
         } else {
             self.all.last_ts.max(ts)
         };
+        // The sketch bin (a logarithm) is computed once for the three sketches.
+        let bin = index_of(value);
         self.all.add(value, ts);
-        self.sketch.add(value, ALL_TIME_CAP);
+        self.sketch.add_index(bin, ALL_TIME_CAP);
         self.coarse
-            .add(value, ts, newest.saturating_sub(retention_ms));
+            .add(value, bin, ts, newest.saturating_sub(retention_ms));
         self.fine
-            .add(value, ts, newest.saturating_sub(FINE_KEEP_MS));
+            .add(value, bin, ts, newest.saturating_sub(FINE_KEEP_MS));
     }
 
     pub fn count(&self) -> u64 {

@@ -36,7 +36,7 @@ pub struct Sketch {
 }
 
 /// Signed bin index in value order: negative values < 0 < positive values.
-fn index_of(x: f64) -> i32 {
+pub fn index_of(x: f64) -> i32 {
     if x == 0.0 {
         return 0;
     }
@@ -93,7 +93,12 @@ impl Sketch {
 
     /// Adds one sample. O(log bins) to find the bin, O(bins) to open a new one (bounded).
     pub fn add(&mut self, x: f64, cap: usize) {
-        self.add_count(index_of(x), 1, cap);
+        self.add_index(index_of(x), cap);
+    }
+
+    /// Adds one sample whose bin (`index_of`) is already known.
+    pub fn add_index(&mut self, index: i32, cap: usize) {
+        self.add_count(index, 1, cap);
     }
 
     fn add_count(&mut self, index: i32, mut n: u64, cap: usize) {
@@ -188,34 +193,31 @@ impl Sketch {
     }
 }
 
-/// Quantiles over one or more sketches (a window merges its buckets' sketches here, into a
-/// temporary dense table rather than into a capped sketch, so merging loses nothing).
+/// Quantiles over one or more sketches: a window merges its buckets' sketches here (sorted,
+/// sparse, uncapped, so merging loses nothing and costs O(entries), whatever the value range).
 #[derive(Default)]
 pub struct Quantiles {
-    lo: i32,
-    counts: Vec<u64>,
+    /// (bin index, count), strictly increasing by index.
+    bins: Vec<(i32, u64)>,
     total: u64,
 }
 
 impl Quantiles {
     pub fn of(sketches: &[&Sketch]) -> Self {
-        let mut q = Quantiles::default();
-        let bounds = sketches
-            .iter()
-            .filter_map(|s| Some((index(*s.bins.first()?), index(*s.bins.last()?))))
-            .reduce(|a, b| (a.0.min(b.0), a.1.max(b.1)));
-        let Some((lo, hi)) = bounds else {
-            return q;
-        };
-        q.lo = lo;
-        q.counts = vec![0; (hi - lo + 1) as usize];
-        for s in sketches {
-            for (i, c) in s.entries() {
-                q.counts[(i - lo) as usize] += c;
-                q.total += c;
-            }
+        let mut bins: Vec<(i32, u64)> = sketches.iter().flat_map(|s| s.entries()).collect();
+        if sketches.len() > 1 {
+            bins.sort_unstable_by_key(|&(i, _)| i);
         }
-        q
+        // Coalesce equal indices (continuation entries, or the same bin in several buckets).
+        bins.dedup_by(|next, kept| {
+            let same = next.0 == kept.0;
+            if same {
+                kept.1 += next.1;
+            }
+            same
+        });
+        let total = bins.iter().map(|&(_, c)| c).sum();
+        Quantiles { bins, total }
     }
 
     pub fn total(&self) -> u64 {
@@ -226,26 +228,43 @@ impl Quantiles {
     /// With `bounds`, the exact `(min, max)` of the samples the sketches hold, the extreme
     /// ranks are exact and every estimate is clamped into them.
     pub fn quantile(&self, num: u64, den: u64, bounds: Option<(f64, f64)>) -> Option<f64> {
-        if self.total == 0 || den == 0 {
-            return None;
+        self.quantiles(&[(num, den)], bounds)[0]
+    }
+
+    /// Several quantiles in one pass over the bins; `fractions` in increasing order.
+    pub fn quantiles<const N: usize>(
+        &self,
+        fractions: &[(u64, u64); N],
+        bounds: Option<(f64, f64)>,
+    ) -> [Option<f64>; N] {
+        let mut out = [None; N];
+        if self.total == 0 {
+            return out;
         }
-        let rank = (u128::from(num) * u128::from(self.total)).div_ceil(u128::from(den));
-        let rank = (rank.min(u128::from(self.total)) as u64).max(1);
         let (min, max) = bounds.unwrap_or((f64::MIN, f64::MAX));
-        if bounds.is_some() && rank == 1 {
-            return Some(min);
-        }
-        if bounds.is_some() && rank == self.total {
-            return Some(max);
-        }
+        let mut bins = self.bins.iter();
         let mut seen = 0;
-        for (offset, &c) in self.counts.iter().enumerate() {
-            seen += c;
-            if seen >= rank {
-                return Some(value_of(self.lo + offset as i32).clamp(min, max));
+        let mut current = None;
+        for (slot, &(num, den)) in out.iter_mut().zip(fractions) {
+            if den == 0 {
+                continue;
             }
+            let rank = (u128::from(num) * u128::from(self.total)).div_ceil(u128::from(den));
+            let rank = (rank.min(u128::from(self.total)) as u64).max(1);
+            *slot = Some(if bounds.is_some() && rank == 1 {
+                min
+            } else if bounds.is_some() && rank == self.total {
+                max
+            } else {
+                while seen < rank {
+                    let Some(&(i, c)) = bins.next() else { break };
+                    seen += c;
+                    current = Some(i);
+                }
+                current.map_or(max, |i| value_of(i).clamp(min, max))
+            });
         }
-        Some(max)
+        out
     }
 }
 
@@ -437,5 +456,25 @@ mod tests {
             None
         );
         assert_eq!(Quantiles::of(&[]).quantile(1, 2, Some((0.0, 0.0))), None);
+    }
+}
+
+#[cfg(test)]
+mod sparse_tests {
+    use super::*;
+
+    #[test]
+    fn values_of_both_signs_far_apart_merge_without_a_dense_table() {
+        let mut a = Sketch::new();
+        let mut b = Sketch::new();
+        for i in 0..1000 {
+            a.add(-1e100 * (1.0 + i as f64), BUCKET_CAP);
+            b.add(1e-100 * (1.0 + i as f64), BUCKET_CAP);
+        }
+        let q = Quantiles::of(&[&a, &b]);
+        assert!(q.bins.len() <= 2 * BUCKET_CAP);
+        assert_eq!(q.total(), 2000);
+        let [p25, p75] = q.quantiles(&[(1, 4), (3, 4)], None);
+        assert!(p25.unwrap() < 0.0 && p75.unwrap() > 0.0);
     }
 }

@@ -20,22 +20,26 @@ const MAX_AMOUNT: u64 = i64::MAX as u64;
 pub extern "C" fn check(ctx: Ctx, argv: *mut RStr, argc: c_int) -> c_int {
     server::run(ctx, argv, argc, |reply, args| {
         let (policies, cost) = parse_request(args)?;
+        let policies = policies.as_slice();
         let key = Key::write(ctx, args[1]);
         let now = server::now_ms();
-        let (decision, recorded) = match key.value::<Log>(&LOG_TYPE)? {
-            Some(log) => log.check(now, &policies, cost),
+        let (decision, recorded, expires_at) = match key.value::<Log>(&LOG_TYPE)? {
+            Some(log) => {
+                let (d, recorded) = log.check(now, policies, cost);
+                (d, recorded, log.expires_at_ms())
+            }
             None => {
                 let mut log = Log::new();
-                let outcome = log.check(now, &policies, cost);
-                if outcome.1 {
+                let (d, recorded) = log.check(now, policies, cost);
+                let expires_at = log.expires_at_ms();
+                if recorded {
                     key.set_value(&LOG_TYPE, log)?;
                 }
-                outcome
+                (d, recorded, expires_at)
             }
         };
         if recorded {
-            let log = key.value::<Log>(&LOG_TYPE)?.ok_or(Error::WrongType)?;
-            if let Some(at) = log.expires_at_ms() {
+            if let Some(at) = expires_at {
                 key.expire_at(at);
             }
             let horizon = policies.iter().map(|p| p.window_ms).max().unwrap_or(1);
@@ -54,11 +58,12 @@ pub extern "C" fn check(ctx: Ctx, argv: *mut RStr, argc: c_int) -> c_int {
 pub extern "C" fn peek(ctx: Ctx, argv: *mut RStr, argc: c_int) -> c_int {
     server::run(ctx, argv, argc, |reply, args| {
         let (policies, cost) = parse_request(args)?;
+        let policies = policies.as_slice();
         let key = Key::read(ctx, args[1]);
         let now = server::now_ms();
         let decision = match key.value::<Log>(&LOG_TYPE)? {
-            Some(log) => log.peek(now, &policies, cost),
-            None => Log::new().peek(now, &policies, cost),
+            Some(log) => log.peek(now, policies, cost),
+            None => Log::new().peek(now, policies, cost),
         };
         write_decision(reply, &decision);
         Ok(())
@@ -112,12 +117,59 @@ pub extern "C" fn restore(ctx: Ctx, argv: *mut RStr, argc: c_int) -> c_int {
     })
 }
 
+/// The policies of one request: up to four on the stack (no allocation on the hot path).
+struct Policies {
+    inline: [Policy; 4],
+    more: Vec<Policy>,
+    len: usize,
+}
+
+impl Default for Policies {
+    fn default() -> Self {
+        let unused = Policy {
+            limit: 0,
+            window_ms: 0,
+        };
+        Policies {
+            inline: [unused; 4],
+            more: Vec::new(),
+            len: 0,
+        }
+    }
+}
+
+impl Policies {
+    fn push(&mut self, p: Policy) {
+        if self.len < self.inline.len() {
+            self.inline[self.len] = p;
+        } else {
+            if self.more.is_empty() {
+                self.more.extend_from_slice(&self.inline);
+            }
+            self.more.push(p);
+        }
+        self.len += 1;
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    fn as_slice(&self) -> &[Policy] {
+        if self.more.is_empty() {
+            &self.inline[..self.len]
+        } else {
+            &self.more
+        }
+    }
+}
+
 /// Parses `key limit window_ms [limit window_ms ...] [COST cost]` (args[0] is the command).
-fn parse_request(args: &[RStr]) -> Result<(Vec<Policy>, u64)> {
+fn parse_request(args: &[RStr]) -> Result<(Policies, u64)> {
     if args.len() < 4 {
         return Err(Error::WrongArity);
     }
-    let mut policies = Vec::with_capacity((args.len() - 2) / 2);
+    let mut policies = Policies::default();
     let mut cost = 1;
     let mut i = 2;
     while i < args.len() {
