@@ -140,7 +140,8 @@ fn quantiles_from_the_server_are_within_1_percent_of_exact() {
 fn range_returns_non_empty_buckets_oldest_first() {
     let s = Server::start();
     let mut c = s.conn();
-    let minute = now_ms() / 60_000 * 60_000 - 10 * 60_000;
+    // Aligned to 5 minutes so the 5-minute buckets below hold all four samples.
+    let minute = now_ms() / 300_000 * 300_000 - 10 * 60_000;
     for (offset, v) in [(0, 25.0), (30_000, 75.0), (120_000, 10.0), (125_000, 20.0)] {
         s.run(
             &mut c,

@@ -27,7 +27,10 @@ fn summary_reports_every_aggregate_on_every_flavor() {
         let names: Vec<String> = pairs(&v).into_iter().map(|(k, _)| k).collect();
         assert_eq!(
             names,
-            ["count", "sum", "min", "max", "avg", "stddev", "first_ts", "last_ts"],
+            [
+                "count", "sum", "min", "max", "avg", "stddev", "first_ts", "last_ts", "p50", "p90",
+                "p95", "p99"
+            ],
             "{flavor:?}"
         );
         assert_eq!(field_f64(&v, "count"), Some(9.0));
@@ -68,7 +71,7 @@ fn a_missing_series_is_empty_with_nil_fields() {
             fields[1..].iter().all(|(_, v)| *v == Value::Nil),
             "{fields:?}"
         );
-        assert_eq!(fields.len(), 8);
+        assert_eq!(fields.len(), 12);
     }
 }
 
