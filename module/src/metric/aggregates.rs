@@ -142,6 +142,11 @@ impl Aggregates {
                 Err("empty aggregates with data")
             };
         }
+        // Counts and timestamps beyond i64::MAX are never written (replies are signed): such
+        // a payload is corrupt, and adding to it could overflow.
+        if count > i64::MAX as u64 || last_ts > i64::MAX as u64 {
+            return Err("count or timestamp out of range");
+        }
         if f.iter().any(|v| v.is_nan()) || min > max || first_ts > last_ts {
             return Err("inconsistent aggregates");
         }
@@ -228,5 +233,6 @@ mod tests {
         assert!(Aggregates::from_parts([0.0, 0.0, 0.0, 0.0, 5.0, 1.0], [2, 1, 2]).is_err());
         assert!(Aggregates::from_parts([f64::NAN, 0.0, 0.0, 0.0, 1.0, 1.0], [1, 1, 1]).is_err());
         assert!(Aggregates::from_parts([1.0, 0.0, 0.0, 0.0, 1.0, 1.0], [0, 1, 1]).is_err());
+        assert!(Aggregates::from_parts([1.0, 0.0, 1.0, 0.0, 1.0, 1.0], [u64::MAX, 1, 1]).is_err());
     }
 }

@@ -139,6 +139,10 @@ impl Log {
             if cost == 0 {
                 return Err("entry with zero cost");
             }
+            // Commands never record past i64::MAX ms; larger values could only overflow.
+            if ts > i64::MAX as u64 {
+                return Err("timestamp out of range");
+            }
             match log.newest_ms() {
                 None => log.base = ts,
                 Some(newest) if ts < newest => return Err("entries out of order"),

@@ -2,4 +2,6 @@
 
 pub mod command;
 pub mod log;
+#[cfg(test)]
+mod proptests;
 pub mod rdb;

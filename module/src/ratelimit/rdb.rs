@@ -122,6 +122,8 @@ mod tests {
         let mut trailing = good.clone();
         trailing.push(0);
         assert!(decode(&trailing).is_err());
+        // A timestamp past i64::MAX (found by the property tests): refused, not wrapped.
+        assert!(decode(&[1, 1, 1, 129, 128, 128, 128, 240, 255, 255, 255, 255, 1, 1]).is_err());
         // A huge entry count with no entries behind it must not allocate or loop.
         assert!(decode(&[1, 10, 0xff, 0xff, 0xff, 0xff, 0x0f]).is_err());
     }
