@@ -322,7 +322,7 @@ fn malformed(r: &mut Rng) -> Vec<Vec<u8>> {
                 });
                 cmd.push(b"1000".to_vec());
             }
-            if r.next() % 2 == 0 {
+            if r.next().is_multiple_of(2) {
                 cmd.pop();
                 cmd.pop();
                 cmd.push(b"7".to_vec()); // limit without window

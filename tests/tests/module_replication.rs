@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use tally_tests::redis::Value;
-use tally_tests::{digest, wait_until, Flavor, Server, ServerConfig};
+use tally_tests::{digest, wait_until, Flavor, ServerConfig};
 
 #[test]
 fn a_replica_ends_with_the_primarys_digests_on_every_flavor() {
