@@ -19,6 +19,8 @@ pub enum ApiError {
     BadRequest(String),
     /// 413: the body is larger than the route's limit.
     TooLarge { limit: usize },
+    /// 413: a batch of more items than `BATCH_MAX`.
+    TooManyItems { count: usize, max: usize },
     /// 415: the body is not declared as JSON.
     UnsupportedMediaType,
     /// 429: over the rate limit.
@@ -61,6 +63,12 @@ impl fmt::Display for ApiError {
             ApiError::TooLarge { limit } => {
                 write!(f, "Request body is larger than {limit} bytes")
             }
+            ApiError::TooManyItems { count, max } => {
+                write!(
+                    f,
+                    "The batch holds {count} items, more than {max} (BATCH_MAX)"
+                )
+            }
             ApiError::UnsupportedMediaType => f.write_str("Content-Type must be application/json"),
             ApiError::RateLimited(_) => f.write_str("Too many requests"),
             ApiError::NotFound => f.write_str("Not Found"),
@@ -73,6 +81,7 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Server(_) => ApiError::Internal(e.to_string()),
+            StoreError::Refused(detail) => ApiError::Invalid(detail),
             _ => ApiError::Unavailable(e.to_string()),
         }
     }
@@ -93,7 +102,9 @@ impl ResponseError for ApiError {
         match self {
             ApiError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::TooLarge { .. } | ApiError::TooManyItems { .. } => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,

@@ -3,7 +3,7 @@
 //!
 //! | key | type | written by |
 //! |---|---|---|
-//! | `metric:<type>` | the module's metric series (`tally-met`) | `POST /api/metrics` (`METRIC.ADD`) |
+//! | `metric:<type>` | the module's metric series (`tally-met`) | `POST /api/metrics` and `/api/metrics/batch` (`METRIC.ADD`); listed by `GET /api/metrics/types` (`SCAN ... TYPE tally-met`) |
 //! | `ratelimit:<client-ip>` | the module's rate-limit log | `RATELIMIT.CHECK` on rate-limited routes |
 //! | `tally:health` | never written | `/health` reads it (`METRIC.SUMMARY`) to prove the module answers |
 
@@ -15,6 +15,8 @@ pub const METRIC_PREFIX: &str = "metric:";
 pub const RATELIMIT_PREFIX: &str = "ratelimit:";
 /// Read (never written) by the health check.
 pub const HEALTH_PROBE: &str = "tally:health";
+/// The module's metric data type, as `TYPE` and `SCAN ... TYPE` name it.
+pub const METRIC_TYPE_NAME: &str = "tally-met";
 
 /// `metric:<type>`.
 pub fn metric(kind: &str) -> String {
@@ -33,9 +35,51 @@ pub fn ratelimit(client: IpAddr) -> String {
     key
 }
 
+/// The Redis Cluster hash slot of `key` (CRC16/XMODEM mod 16384, honouring a `{tag}` the
+/// client may have put in a metric type). Used only to group a batch's writes by slot, since
+/// redis-rs refuses a cluster pipeline that spans slots.
+pub fn hash_slot(key: &[u8]) -> u16 {
+    let hashed = key
+        .iter()
+        .position(|&b| b == b'{')
+        .and_then(|open| {
+            let rest = &key[open + 1..];
+            let close = rest.iter().position(|&b| b == b'}')?;
+            (close > 0).then(|| &rest[..close])
+        })
+        .unwrap_or(key);
+    crc16(hashed) % 16384
+}
+
+fn crc16(bytes: &[u8]) -> u16 {
+    bytes.iter().fold(0u16, |mut crc, &b| {
+        crc ^= u16::from(b) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
+        }
+        crc
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hash_slots_match_redis_cluster_keyslot() {
+        // Values of `CLUSTER KEYSLOT`.
+        assert_eq!(crc16(b"123456789"), 0x31C3);
+        assert_eq!(hash_slot(b"foo"), 12182);
+        assert_eq!(hash_slot(b"bar"), 5061);
+        assert_eq!(hash_slot(b"{user1000}.following"), hash_slot(b"user1000"));
+        // An empty tag `{}` does not count: the whole key is hashed.
+        assert_eq!(hash_slot(b"foo{}{bar}"), crc16(b"foo{}{bar}") % 16384);
+        assert_eq!(hash_slot(b"foo{{bar}}zap"), hash_slot(b"{bar"));
+    }
 
     #[test]
     fn keys_follow_the_documented_scheme_without_hash_tags() {

@@ -13,7 +13,19 @@
 //! command, so `WAIT` reaches the node that took the write) and is acknowledged only if WAIT
 //! counts at least n replicas. Rate-limit records are not WAITed: they are not data the API
 //! acknowledges, and a record lost in a failover grants at most one extra request.
+//!
+//! A batch (`add_metrics`) is one pipeline of `METRIC.ADD`s (plus `WAIT`) on a single node. In
+//! cluster mode redis-rs does not split a pipeline: it refuses one whose keys hash to different
+//! slots. So the batch is grouped by hash slot (`keys::hash_slot`), one pipeline per slot, each
+//! with its own trailing `WAIT` (it then runs on the node that took those writes), all sent
+//! concurrently. A pipeline is not a transaction: if Redis fails midway some items may be
+//! stored, and the API answers 503 ("not acknowledged", SPEC §6).
+//!
+//! `metric_types` walks `SCAN cursor MATCH metric:* TYPE tally-met COUNT 1000` until the cursor
+//! is 0; in cluster mode the first call goes to every primary (`AllMasters`) and each primary's
+//! cursor is then followed on that node (`ByAddress`). Never `KEYS`.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::IpAddr;
 use std::time::Duration;
@@ -21,10 +33,12 @@ use std::time::Duration;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::{ClusterClientBuilder, ClusterConfig};
 use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{MultipleNodeRoutingInfo, RoutingInfo, SingleNodeRoutingInfo};
 use redis::{Cmd, Pipeline, RedisError, Value};
 
 use crate::config::Config;
 use crate::keys;
+use crate::payload::Metric;
 use crate::ratelimit::Decision;
 
 /// Why a Redis call did not succeed.
@@ -38,6 +52,9 @@ pub enum StoreError {
     NotAcknowledged { replicas: i64, wanted: u32 },
     /// Redis refused the command (e.g. `WRONGTYPE`: the key holds something else).
     Server(String),
+    /// The module refused an argument the client chose (a window beyond the retention, a range
+    /// of too many buckets): the module's message without `ERR`. The client's fault: 422.
+    Refused(String),
     /// A reply the API does not understand.
     Protocol(String),
 }
@@ -52,6 +69,7 @@ impl fmt::Display for StoreError {
                 "write not acknowledged: {replicas} of {wanted} replicas confirmed it"
             ),
             StoreError::Server(msg) => write!(f, "Redis error: {msg}"),
+            StoreError::Refused(msg) => f.write_str(msg),
             StoreError::Protocol(msg) => write!(f, "unexpected Redis reply: {msg}"),
         }
     }
@@ -78,6 +96,19 @@ impl From<RedisError> for StoreError {
 }
 
 type Result<T> = std::result::Result<T, StoreError>;
+
+/// An `ERR` reply whose message starts with one of `arguments` (`window_ms`, ...) is the module
+/// refusing a client-chosen argument; anything else converts as usual.
+fn refused(e: RedisError, arguments: &[&str]) -> StoreError {
+    if e.code() == Some("ERR") {
+        if let Some(detail) = e.detail() {
+            if arguments.iter().any(|a| detail.starts_with(a)) {
+                return StoreError::Refused(detail.to_string());
+            }
+        }
+    }
+    StoreError::from(e)
+}
 
 #[derive(Clone)]
 enum Conn {
@@ -111,6 +142,18 @@ pub struct Summary {
     pub p90: Option<Option<f64>>,
     pub p95: Option<Option<f64>>,
     pub p99: Option<Option<f64>>,
+}
+
+/// One bucket of `METRIC.RANGE`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Point {
+    /// Bucket start, unix ms.
+    pub ts: i64,
+    pub count: u64,
+    pub sum: f64,
+    pub min: f64,
+    pub max: f64,
+    pub avg: f64,
 }
 
 impl Store {
@@ -158,10 +201,33 @@ impl Store {
     }
 
     async fn call(&self, cmd: &Cmd) -> Result<Value> {
+        self.call_as(cmd, StoreError::from).await
+    }
+
+    /// `call`, with `classify` turning a Redis error into a `StoreError`.
+    async fn call_as(
+        &self,
+        cmd: &Cmd,
+        classify: impl FnOnce(RedisError) -> StoreError,
+    ) -> Result<Value> {
         let fut = async {
             match self.conn.clone() {
                 Conn::Single(mut c) => cmd.query_async::<Value>(&mut c).await,
                 Conn::Cluster(mut c) => cmd.query_async::<Value>(&mut c).await,
+            }
+        };
+        match tokio::time::timeout(self.deadline, fut).await {
+            Ok(r) => r.map_err(classify),
+            Err(_) => Err(StoreError::Unavailable("timed out".to_string())),
+        }
+    }
+
+    /// Cluster mode: `cmd` sent where `routing` says (a single node keeps `call`'s routing).
+    async fn call_routed(&self, cmd: &Cmd, routing: RoutingInfo) -> Result<Value> {
+        let fut = async {
+            match self.conn.clone() {
+                Conn::Single(mut c) => cmd.query_async::<Value>(&mut c).await,
+                Conn::Cluster(mut c) => c.route_command(cmd.clone(), routing).await,
             }
         };
         match tokio::time::timeout(self.deadline, fut).await {
@@ -207,6 +273,115 @@ impl Store {
         Ok(reply)
     }
 
+    /// Sends `writes` (at least one command) as one pipeline, with `WAIT` behind them when
+    /// replicas are required; the replies of the writes.
+    async fn write_pipeline(&self, writes: Vec<Cmd>) -> Result<Vec<Value>> {
+        let n = writes.len();
+        let mut pipe = redis::pipe();
+        for cmd in writes {
+            pipe.add_command(cmd);
+        }
+        if let Some((replicas, timeout_ms)) = self.wait {
+            pipe.cmd("WAIT").arg(replicas).arg(timeout_ms);
+        }
+        let mut replies = self.call_pipeline(&pipe).await?;
+        if replies.len() != n + usize::from(self.wait.is_some()) {
+            return Err(StoreError::Protocol(format!(
+                "{} replies to a pipeline of {} commands",
+                replies.len(),
+                n + usize::from(self.wait.is_some())
+            )));
+        }
+        if let Some((replicas, _)) = self.wait {
+            let acked = replies.pop().as_ref().map_or(Ok(0), int)?;
+            if acked < i64::from(replicas) {
+                return Err(StoreError::NotAcknowledged {
+                    replicas: acked,
+                    wanted: replicas,
+                });
+            }
+        }
+        Ok(replies)
+    }
+
+    /// Stores every metric of a batch: one pipeline of `METRIC.ADD`s (one per hash slot in
+    /// cluster mode, sent concurrently; see the module doc). `Ok` only if every write (and
+    /// every WAIT) succeeded.
+    pub async fn add_metrics(&self, metrics: &[Metric]) -> Result<()> {
+        let add = |m: &Metric| {
+            let mut cmd = redis::cmd("METRIC.ADD");
+            cmd.arg(keys::metric(&m.kind))
+                .arg(m.value)
+                .arg("TS")
+                .arg(m.ts_ms);
+            cmd
+        };
+        if metrics.is_empty() {
+            return Ok(());
+        }
+        if !self.cluster {
+            self.write_pipeline(metrics.iter().map(add).collect())
+                .await?;
+            return Ok(());
+        }
+        let mut by_slot: BTreeMap<u16, Vec<Cmd>> = BTreeMap::new();
+        for m in metrics {
+            by_slot
+                .entry(keys::hash_slot(keys::metric(&m.kind).as_bytes()))
+                .or_default()
+                .push(add(m));
+        }
+        let results = futures_util::future::join_all(
+            by_slot.into_values().map(|cmds| self.write_pipeline(cmds)),
+        )
+        .await;
+        results.into_iter().try_for_each(|r| r.map(drop))
+    }
+
+    /// The metric types that have a series: `SCAN ... MATCH metric:* TYPE tally-met` over the
+    /// whole keyspace (every primary in cluster mode), sorted, without duplicates.
+    pub async fn metric_types(&self) -> Result<Vec<String>> {
+        let mut types = BTreeSet::new();
+        if self.cluster {
+            let first = self
+                .call_routed(
+                    &scan_cmd(0),
+                    RoutingInfo::MultiNode((MultipleNodeRoutingInfo::AllMasters, None)),
+                )
+                .await?;
+            let Value::Map(per_node) = first else {
+                return Err(StoreError::Protocol(format!("SCAN: {first:?}")));
+            };
+            for (addr, reply) in per_node {
+                let addr = name(&addr)
+                    .map(|a| String::from_utf8_lossy(a).into_owned())
+                    .ok_or_else(|| StoreError::Protocol(format!("SCAN node: {addr:?}")))?;
+                let (host, port) = addr
+                    .rsplit_once(':')
+                    .and_then(|(h, p)| Some((h.to_string(), p.parse::<u16>().ok()?)))
+                    .ok_or_else(|| StoreError::Protocol(format!("SCAN node address {addr}")))?;
+                let mut cursor = scan_page(reply, &mut types)?;
+                while cursor != 0 {
+                    let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
+                        host: host.clone(),
+                        port,
+                    });
+                    let reply = self.call_routed(&scan_cmd(cursor), route).await?;
+                    cursor = scan_page(reply, &mut types)?;
+                }
+            }
+        } else {
+            let mut cursor = 0;
+            loop {
+                cursor = scan_page(self.call(&scan_cmd(cursor)).await?, &mut types)?;
+                if cursor == 0 {
+                    break;
+                }
+            }
+        }
+        Ok(types.into_iter().collect())
+    }
+
     /// `METRIC.ADD metric:<kind> <value> TS <ts_ms>`; returns the series' sample count.
     pub async fn add_metric(&self, kind: &str, value: f64, ts_ms: u64) -> Result<i64> {
         let mut cmd = redis::cmd("METRIC.ADD");
@@ -214,11 +389,37 @@ impl Store {
         int(&self.write(cmd).await?)
     }
 
-    /// `METRIC.SUMMARY metric:<kind>`.
-    pub async fn summary(&self, kind: &str) -> Result<Summary> {
+    /// `METRIC.SUMMARY metric:<kind> [WINDOW window_ms]`. A window beyond the retention is
+    /// `Refused` with the module's message (`window_ms must be an integer between 1 and <ms>`).
+    pub async fn summary(&self, kind: &str, window_ms: Option<u64>) -> Result<Summary> {
         let mut cmd = redis::cmd("METRIC.SUMMARY");
         cmd.arg(keys::metric(kind));
-        parse_summary(self.call(&cmd).await?)
+        if let Some(w) = window_ms {
+            cmd.arg("WINDOW").arg(w);
+        }
+        parse_summary(self.call_as(&cmd, |e| refused(e, &["window_ms"])).await?)
+    }
+
+    /// `METRIC.RANGE metric:<kind> <from_ms> <to_ms> <bucket_ms>`: the non-empty buckets, oldest
+    /// first. Argument errors of the module (too many buckets, ...) are `Refused`.
+    pub async fn range(
+        &self,
+        kind: &str,
+        from_ms: u64,
+        to_ms: u64,
+        bucket_ms: u64,
+    ) -> Result<Vec<Point>> {
+        let mut cmd = redis::cmd("METRIC.RANGE");
+        cmd.arg(keys::metric(kind))
+            .arg(from_ms)
+            .arg(to_ms)
+            .arg(bucket_ms);
+        let reply = self
+            .call_as(&cmd, |e| {
+                refused(e, &["the range spans", "bucket_ms", "from_ms", "to_ms"])
+            })
+            .await?;
+        parse_points(reply)
     }
 
     /// `RATELIMIT.CHECK ratelimit:<client> <limit> <window_ms> [COST cost]`.
@@ -262,6 +463,91 @@ impl Store {
     }
 }
 
+/// `SCAN <cursor> MATCH metric:* TYPE tally-met COUNT 1000`.
+fn scan_cmd(cursor: u64) -> Cmd {
+    let mut cmd = redis::cmd("SCAN");
+    cmd.arg(cursor)
+        .arg("MATCH")
+        .arg(format!("{}*", keys::METRIC_PREFIX))
+        .arg("TYPE")
+        .arg(keys::METRIC_TYPE_NAME)
+        .arg("COUNT")
+        .arg(1000);
+    cmd
+}
+
+/// One SCAN reply `[cursor, [key, ...]]`: adds the types of its keys to `types` and returns
+/// the next cursor (0 = done).
+fn scan_page(v: Value, types: &mut BTreeSet<String>) -> Result<u64> {
+    let bad = |v: &Value| StoreError::Protocol(format!("SCAN: {v:?}"));
+    let Value::Array(parts) = &v else {
+        return Err(match v {
+            Value::ServerError(e) => StoreError::from(RedisError::from(e)),
+            other => bad(&other),
+        });
+    };
+    let [cursor, Value::Array(keys)] = parts.as_slice() else {
+        return Err(bad(&v));
+    };
+    let cursor = name(cursor)
+        .and_then(|c| std::str::from_utf8(c).ok())
+        .and_then(|c| c.parse::<u64>().ok())
+        .ok_or_else(|| bad(&v))?;
+    for key in keys {
+        let key = name(key).ok_or_else(|| bad(&v))?;
+        if let Some(kind) = key.strip_prefix(keys::METRIC_PREFIX.as_bytes()) {
+            types.insert(String::from_utf8_lossy(kind).into_owned());
+        }
+    }
+    Ok(cursor)
+}
+
+/// The reply of `METRIC.RANGE`: an array of records (RESP2 flat pairs or RESP3 maps).
+pub fn parse_points(v: Value) -> Result<Vec<Point>> {
+    let Value::Array(items) = v else {
+        return Err(StoreError::Protocol(format!("METRIC.RANGE: {v:?}")));
+    };
+    items
+        .into_iter()
+        .map(|item| {
+            let mut p = Point::default();
+            for (k, v) in record(item, "METRIC.RANGE")? {
+                let Some(k) = name(&k) else { continue };
+                let n = || {
+                    number(&v)?
+                        .ok_or_else(|| StoreError::Protocol(format!("nil in a point: {v:?}")))
+                };
+                match k {
+                    b"ts" => p.ts = n()? as i64,
+                    b"count" => p.count = n()? as u64,
+                    b"sum" => p.sum = n()?,
+                    b"min" => p.min = n()?,
+                    b"max" => p.max = n()?,
+                    b"avg" => p.avg = n()?,
+                    _ => {}
+                }
+            }
+            Ok(p)
+        })
+        .collect()
+}
+
+/// A record reply as its (name, value) pairs: a RESP2 flat array of pairs or a RESP3 map.
+fn record(v: Value, what: &str) -> Result<Vec<(Value, Value)>> {
+    match v {
+        Value::Map(entries) => Ok(entries),
+        Value::Array(items) if items.len() % 2 == 0 => {
+            let mut it = items.into_iter();
+            let mut out = Vec::with_capacity(it.len() / 2);
+            while let (Some(k), Some(v)) = (it.next(), it.next()) {
+                out.push((k, v));
+            }
+            Ok(out)
+        }
+        other => Err(StoreError::Protocol(format!("{what}: {other:?}"))),
+    }
+}
+
 fn int(v: &Value) -> Result<i64> {
     match v {
         Value::Int(n) => Ok(*n),
@@ -297,18 +583,7 @@ fn name(v: &Value) -> Option<&[u8]> {
 /// The record reply of `METRIC.SUMMARY`: a RESP2 flat array of pairs or a RESP3 map. Fields
 /// are found by name; unknown ones are ignored, so new module fields do not break the API.
 pub fn parse_summary(v: Value) -> Result<Summary> {
-    let pairs: Vec<(Value, Value)> = match v {
-        Value::Map(entries) => entries,
-        Value::Array(items) if items.len() % 2 == 0 => {
-            let mut it = items.into_iter();
-            let mut out = Vec::with_capacity(it.len() / 2);
-            while let (Some(k), Some(v)) = (it.next(), it.next()) {
-                out.push((k, v));
-            }
-            out
-        }
-        other => return Err(StoreError::Protocol(format!("METRIC.SUMMARY: {other:?}"))),
-    };
+    let pairs = record(v, "METRIC.SUMMARY")?;
     let mut s = Summary::default();
     for (k, v) in &pairs {
         let Some(k) = name(k) else { continue };

@@ -111,6 +111,41 @@ impl TestApp {
             .expect("GET summary")
     }
 
+    /// `GET /api/metrics/summary?metric_type=<type>&window=<window>` (`window` sent as given).
+    pub async fn summary_window(&self, metric_type: &str, window: &str) -> reqwest::Response {
+        self.client
+            .get(self.url("/api/metrics/summary"))
+            .query(&[("metric_type", metric_type), ("window", window)])
+            .send()
+            .await
+            .expect("GET summary?window")
+    }
+
+    /// `GET /api/metrics/series` with these query parameters.
+    pub async fn series(&self, query: &[(&str, &str)]) -> reqwest::Response {
+        self.client
+            .get(self.url("/api/metrics/series"))
+            .query(query)
+            .send()
+            .await
+            .expect("GET series")
+    }
+
+    /// `POST /api/metrics/batch` with a JSON body.
+    pub async fn post_batch(&self, body: &str) -> reqwest::Response {
+        self.client
+            .post(self.url("/api/metrics/batch"))
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            .expect("POST /api/metrics/batch")
+    }
+
+    pub async fn types(&self) -> reqwest::Response {
+        self.get("/api/metrics/types").await
+    }
+
     pub async fn external(&self) -> reqwest::Response {
         self.get("/external").await
     }

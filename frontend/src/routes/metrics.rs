@@ -1,19 +1,33 @@
-//! `POST /api/metrics` and `GET /api/metrics/summary`.
+//! `POST /api/metrics`, `POST /api/metrics/batch` and `GET /api/metrics/summary`.
 //!
-//! Order of a POST: read and validate the body (415 / 413 / 422, nothing touched), then one
-//! `RATELIMIT.CHECK` (429), then one `METRIC.ADD` (201, or 503 if Redis did not acknowledge).
+//! Order of a POST: read and validate the whole body (415 / 413 / 422, nothing touched), then
+//! one `RATELIMIT.CHECK` (429; a batch costs its number of items), then the writes (201, or 503
+//! if Redis did not acknowledge).
 
 use actix_web::http::header::ContentType;
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{DateTime, SecondsFormat};
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 
 use crate::error::ApiError;
-use crate::payload::{self, MAX_TYPE_LEN, METRIC_BODY_LIMIT};
+use crate::payload::{self, Metric, MAX_TYPE_LEN, METRIC_BODY_LIMIT};
 use crate::ratelimit;
 use crate::startup::AppState;
+use crate::store::StoreError;
 
 const STORED: &str = r#"{"message":"Metric stored successfully"}"#;
+
+/// Bytes allowed per batch item (a metric object is well under 512 bytes unless its type is
+/// long); the batch body limit is `BATCH_MAX` times this, at least `METRIC_BODY_LIMIT`.
+pub const BATCH_BYTES_PER_ITEM: usize = 512;
+
+/// The body limit of `POST /api/metrics/batch` for `batch_max` items.
+pub fn batch_body_limit(batch_max: usize) -> usize {
+    batch_max
+        .saturating_mul(BATCH_BYTES_PER_ITEM)
+        .max(METRIC_BODY_LIMIT)
+}
 
 /// `POST /api/metrics` with `{"timestamp": "...", "value": 75, "type": "cpu"}`.
 pub async fn post_metric(
@@ -33,9 +47,86 @@ pub async fn post_metric(
     Ok(resp.insert_header(ContentType::json()).body(STORED))
 }
 
+/// Parses a batch body: a JSON array of 1 ..= `batch_max` metric objects. More items than
+/// `batch_max` is a 413; anything invalid a 422 naming the item (numbered from 0).
+pub fn parse_batch(body: &[u8], batch_max: usize) -> Result<Vec<Metric>, ApiError> {
+    let items: Vec<&RawValue> = serde_json::from_slice(body).map_err(|e| {
+        let text = String::from_utf8_lossy(body);
+        if text.trim_start().starts_with('[') {
+            ApiError::invalid(format!("malformed JSON: {e}"))
+        } else {
+            ApiError::invalid("the body must be a JSON array of metric objects")
+        }
+    })?;
+    if items.is_empty() {
+        return Err(ApiError::invalid(
+            "the batch must hold at least one metric object",
+        ));
+    }
+    if items.len() > batch_max {
+        return Err(ApiError::TooManyItems {
+            count: items.len(),
+            max: batch_max,
+        });
+    }
+    items
+        .into_iter()
+        .enumerate()
+        .map(|(i, raw)| {
+            payload::metric_from_raw(raw).map_err(|e| ApiError::invalid(format!("item {i}: {e}")))
+        })
+        .collect()
+}
+
+#[derive(Serialize)]
+struct BatchStored {
+    stored: usize,
+}
+
+/// `POST /api/metrics/batch` with `[{"timestamp": ..., "value": ..., "type": ...}, ...]`.
+pub async fn post_batch(
+    req: HttpRequest,
+    body: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let limit = batch_body_limit(state.config.batch_max);
+    let body = payload::read_json(&req, body, limit).await?;
+    let metrics = parse_batch(&body, state.config.batch_max)?;
+    let granted = ratelimit::enforce(&state, &req, metrics.len() as u64).await?;
+    state.store.add_metrics(&metrics).await?;
+    let mut resp = HttpResponse::Created();
+    granted.write_headers(&mut resp);
+    Ok(resp.json(BatchStored {
+        stored: metrics.len(),
+    }))
+}
+
+/// The `metric_type` query parameter: required, not blank, at most `MAX_TYPE_LEN` bytes.
+pub fn metric_type(value: Option<&str>) -> Result<&str, ApiError> {
+    match value {
+        None => Err(ApiError::invalid("query parameter required: metric_type")),
+        Some(k) if k.trim().is_empty() => Err(ApiError::invalid("metric_type must not be empty")),
+        Some(k) if k.len() > MAX_TYPE_LEN => Err(ApiError::invalid(format!(
+            "metric_type must be at most {MAX_TYPE_LEN} bytes"
+        ))),
+        Some(k) => Ok(k),
+    }
+}
+
+/// A positive whole number of seconds (`window`, `bucket`), or the 422 naming `name`.
+pub fn positive_seconds(value: &str, name: &str) -> Result<u64, ApiError> {
+    match value.trim().parse::<u64>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(ApiError::invalid(format!(
+            "{name} must be a positive integer (seconds)"
+        ))),
+    }
+}
+
 #[derive(Deserialize)]
 struct SummaryQuery {
     metric_type: Option<String>,
+    window: Option<String>,
 }
 
 /// The summary as the API shows it. With no samples: `count` 0, `average` 0, the rest null.
@@ -43,6 +134,9 @@ struct SummaryQuery {
 struct SummaryBody<'a> {
     #[serde(rename = "type")]
     kind: &'a str,
+    /// Seconds, when the summary covers only the last `window` seconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    window: Option<u64>,
     count: u64,
     average: f64,
     sum: Option<f64>,
@@ -51,44 +145,64 @@ struct SummaryBody<'a> {
     stddev: Option<f64>,
     first_timestamp: Option<String>,
     last_timestamp: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    p50: Option<Option<f64>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    p90: Option<Option<f64>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    p95: Option<Option<f64>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    p99: Option<Option<f64>>,
+    p50: Option<f64>,
+    p90: Option<f64>,
+    p95: Option<f64>,
+    p99: Option<f64>,
 }
 
 /// Unix ms as RFC 3339 UTC (`2025-01-01T10:00:00Z`, with a fraction only when there is one).
-fn rfc3339(ms: Option<i64>) -> Option<String> {
+pub fn rfc3339(ms: Option<i64>) -> Option<String> {
     ms.and_then(DateTime::from_timestamp_millis)
         .map(|d| d.to_rfc3339_opts(SecondsFormat::AutoSi, true))
 }
 
-/// `GET /api/metrics/summary?metric_type=cpu`.
+/// The module's `window_ms must be an integer between 1 and <retention_ms>` as the API says it
+/// (in seconds, the unit of `window`).
+fn window_refused(module_message: &str) -> ApiError {
+    let retention_s = module_message
+        .rsplit(' ')
+        .next()
+        .and_then(|ms| ms.parse::<u64>().ok())
+        .map(|ms| ms / 1000);
+    ApiError::invalid(match retention_s {
+        Some(s) => format!(
+            "window must be an integer between 1 and {s} (seconds; the retention, tally.retention-ms)"
+        ),
+        None => "window must not exceed the retention (tally.retention-ms)".to_string(),
+    })
+}
+
+/// `GET /api/metrics/summary?metric_type=cpu[&window=60]`.
+///
+/// The retention bounding `window` is the module's (`tally.retention-ms`, settable at run
+/// time): the API does not read it, it sends `WINDOW window*1000` and turns the module's
+/// refusal into a 422, so there is one round trip and no cached value to go stale.
 pub async fn summary(
     req: HttpRequest,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let query = web::Query::<SummaryQuery>::from_query(req.query_string())
         .map_err(|e| ApiError::invalid(format!("invalid query string: {e}")))?;
-    let kind = match query.metric_type.as_deref() {
-        None => return Err(ApiError::invalid("query parameter required: metric_type")),
-        Some(k) if k.trim().is_empty() => {
-            return Err(ApiError::invalid("metric_type must not be empty"))
-        }
-        Some(k) if k.len() > MAX_TYPE_LEN => {
-            return Err(ApiError::invalid(format!(
-                "metric_type must be at most {MAX_TYPE_LEN} bytes"
-            )))
-        }
-        Some(k) => k,
+    let kind = metric_type(query.metric_type.as_deref())?;
+    let window = query
+        .window
+        .as_deref()
+        .map(|w| positive_seconds(w, "window"))
+        .transpose()?;
+    // Saturating: a window too large for u64 ms is beyond any retention, and the module says so.
+    let s = match state
+        .store
+        .summary(kind, window.map(|w| w.saturating_mul(1000)))
+        .await
+    {
+        Ok(s) => s,
+        Err(StoreError::Refused(msg)) => return Err(window_refused(&msg)),
+        Err(e) => return Err(e.into()),
     };
-    let s = state.store.summary(kind).await?;
     Ok(HttpResponse::Ok().json(SummaryBody {
         kind,
+        window,
         count: s.count,
         average: if s.count == 0 {
             0.0
@@ -101,9 +215,66 @@ pub async fn summary(
         stddev: s.stddev,
         first_timestamp: rfc3339(s.first_ts),
         last_timestamp: rfc3339(s.last_ts),
-        p50: s.p50,
-        p90: s.p90,
-        p95: s.p95,
-        p99: s.p99,
+        p50: s.p50.flatten(),
+        p90: s.p90.flatten(),
+        p95: s.p95.flatten(),
+        p99: s.p99.flatten(),
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(i: usize) -> String {
+        format!(r#"{{"timestamp":"2025-01-01T10:00:0{i}Z","value":{i},"type":"cpu"}}"#)
+    }
+
+    #[test]
+    fn a_batch_is_an_array_of_one_to_batch_max_valid_objects() {
+        let body = format!("[{},{}]", item(1), item(2));
+        let metrics = parse_batch(body.as_bytes(), 2).unwrap();
+        assert_eq!(metrics.len(), 2);
+        assert_eq!(metrics[1].value, 2.0);
+        assert!(matches!(
+            parse_batch(body.as_bytes(), 1),
+            Err(ApiError::TooManyItems { count: 2, max: 1 })
+        ));
+    }
+
+    #[test]
+    fn a_bad_batch_is_refused_naming_the_first_bad_item() {
+        for (body, needle) in [
+            ("[]".to_string(), "at least one"),
+            ("{}".to_string(), "JSON array"),
+            ("[1,".to_string(), "malformed JSON"),
+            (format!("[{},{}]", item(1), "42"), "item 1: "),
+            (
+                format!(
+                    "[{},{},{}]",
+                    item(0),
+                    item(1),
+                    r#"{"timestamp":"2025-01-01","type":"cpu"}"#
+                ),
+                "item 2: field required: value",
+            ),
+        ] {
+            match parse_batch(body.as_bytes(), 10) {
+                Err(ApiError::Invalid(d)) => assert!(d.contains(needle), "{body}: {d}"),
+                other => panic!("{body}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn the_batch_body_limit_grows_with_batch_max_from_64_kib() {
+        assert_eq!(batch_body_limit(1), METRIC_BODY_LIMIT);
+        assert_eq!(batch_body_limit(1000), 512_000);
+    }
+
+    #[test]
+    fn the_module_window_refusal_is_reported_in_seconds() {
+        let e = window_refused("window_ms must be an integer between 1 and 3600000");
+        assert!(e.to_string().contains("between 1 and 3600 "), "{e}");
+    }
 }

@@ -10,6 +10,8 @@ pub mod external;
 pub mod health;
 pub mod metrics;
 pub mod prometheus;
+pub mod series;
+pub mod types;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
@@ -25,6 +27,21 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .service(
         web::resource("/api/metrics/summary")
             .route(web::get().to(metrics::summary))
+            .default_service(allow("GET")),
+    )
+    .service(
+        web::resource("/api/metrics/batch")
+            .route(web::post().to(metrics::post_batch))
+            .default_service(allow("POST")),
+    )
+    .service(
+        web::resource("/api/metrics/series")
+            .route(web::get().to(series::series))
+            .default_service(allow("GET")),
+    )
+    .service(
+        web::resource("/api/metrics/types")
+            .route(web::get().to(types::types))
             .default_service(allow("GET")),
     )
     .service(
