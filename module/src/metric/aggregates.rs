@@ -32,6 +32,10 @@ pub struct Summary {
     pub stddev: f64,
     pub first_ts: u64,
     pub last_ts: u64,
+    /// p50, p90, p95, p99 (`series::QUANTILES`), filled in from a sketch by the series; `None`
+    /// where no sketch covers the samples (aggregates alone, or a series loaded from the v1
+    /// encoding).
+    pub quantiles: [Option<f64>; 4],
 }
 
 impl Default for Aggregates {
@@ -108,6 +112,7 @@ impl Aggregates {
                 stddev: (self.m2 / self.count as f64).max(0.0).sqrt(),
                 first_ts: self.first_ts,
                 last_ts: self.last_ts,
+                quantiles: [None; 4],
             }
         })
     }

@@ -4,8 +4,9 @@ use std::ffi::c_int;
 
 use redis_module::raw;
 
+use super::aggregates::Summary;
 use super::rdb::SERIES_TYPE;
-use super::series::{Point, Series, Summary, QUANTILES};
+use super::series::{Point, Series, QUANTILES};
 use crate::args;
 use crate::config;
 use crate::datatype::ModuleValue;

@@ -13,7 +13,7 @@
 
 use std::collections::VecDeque;
 
-use super::aggregates::Aggregates;
+use super::aggregates::{Aggregates, Summary};
 use super::sketch::{index_of, Quantiles, Sketch, ALL_TIME_CAP, BUCKET_CAP};
 
 pub const FINE_MS: u64 = 1000;
@@ -30,23 +30,6 @@ pub const QUANTILES: [(&str, u64, u64); 4] = [
     ("p95", 95, 100),
     ("p99", 99, 100),
 ];
-
-/// What METRIC.SUMMARY reports for a non-empty set of samples.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Summary {
-    pub count: u64,
-    pub sum: f64,
-    pub min: f64,
-    pub max: f64,
-    pub avg: f64,
-    /// Population standard deviation.
-    pub stddev: f64,
-    pub first_ts: u64,
-    pub last_ts: u64,
-    /// In the order of `QUANTILES`; `None` only for samples loaded from an encoding that had
-    /// no sketch.
-    pub quantiles: [Option<f64>; 4],
-}
 
 /// One point of METRIC.RANGE.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -185,23 +168,13 @@ impl Default for Series {
 
 /// Aggregates and quantiles of a set of buckets (or of the whole series).
 fn summarize(agg: &Aggregates, sketches: &[&Sketch]) -> Option<Summary> {
-    let s = agg.summary()?;
+    let mut s = agg.summary()?;
     let q = Quantiles::of(sketches);
     // The aggregates' min and max bound the sketch's samples only if it holds all of them
     // (a series loaded from the v1 encoding has a sketch of the newer samples only).
     let bounds = (q.total() == s.count).then_some((s.min, s.max));
-    let quantiles = q.quantiles(&QUANTILES.map(|(_, num, den)| (num, den)), bounds);
-    Some(Summary {
-        count: s.count,
-        sum: s.sum,
-        min: s.min,
-        max: s.max,
-        avg: s.avg,
-        stddev: s.stddev,
-        first_ts: s.first_ts,
-        last_ts: s.last_ts,
-        quantiles,
-    })
+    s.quantiles = q.quantiles(&QUANTILES.map(|(_, num, den)| (num, den)), bounds);
+    Some(s)
 }
 
 impl Series {
