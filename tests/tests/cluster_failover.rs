@@ -11,25 +11,13 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tally_tests::cluster::Cluster;
 use tally_tests::redis::{self, Connection, Value};
-use tally_tests::{digest, field_f64, ints, wait_until};
+use tally_tests::{digest, field_f64, ints, wait_until, Lcg};
 
 const RL_LIMIT: u64 = 30;
 const RL_WINDOW: u64 = 600_000;
 /// Budget of the in-flight rate-limit key: never the reason for a denial.
 const HOT_LIMIT: u64 = 1_000_000_000;
 const WAIT_MS: u64 = 1000;
-
-struct Lcg(u64);
-
-impl Lcg {
-    fn next(&mut self, n: u64) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (self.0 >> 33) % n
-    }
-}
 
 fn now_ms() -> u64 {
     SystemTime::now()

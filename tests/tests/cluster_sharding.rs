@@ -7,20 +7,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tally_tests::cluster::Cluster;
 use tally_tests::redis::{self, Connection, ConnectionLike, Value};
-use tally_tests::{digest, ints, Flavor, Server};
-
-/// A small deterministic generator: the same sequence is fed to the cluster and the node.
-struct Lcg(u64);
-
-impl Lcg {
-    fn next(&mut self, n: u64) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (self.0 >> 33) % n
-    }
-}
+use tally_tests::{digest, ints, Flavor, Lcg, Server};
 
 fn rl_key(i: u64) -> String {
     format!("ratelimit:client-{i}")
