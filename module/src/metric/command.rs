@@ -31,6 +31,7 @@ pub extern "C" fn add(ctx: Ctx, argv: *mut RStr, argc: c_int) -> c_int {
         };
         let key = Key::write(ctx, args[1]);
         let now = server::now_ms();
+        let explicit_ts = ts.is_some();
         let ts = ts.unwrap_or(now);
         let retention = config::retention_ms();
         let count = match key.value::<Series>(&SERIES_TYPE)? {
@@ -45,9 +46,14 @@ pub extern "C" fn add(ctx: Ctx, argv: *mut RStr, argc: c_int) -> c_int {
                 1
             }
         };
-        // Replicas and the AOF get the sample with its timestamp made explicit, and the expiry
-        // as an absolute time, so they apply exactly what the primary applied.
-        replicate_add(ctx, args[1], args[2], ts);
+        // Replicas and the AOF get the sample with its timestamp made explicit (a command that
+        // already names it is sent as it is), and the expiry as an absolute time, so they
+        // apply exactly what the primary applied.
+        if explicit_ts {
+            raw::replicate_verbatim(ctx);
+        } else {
+            replicate_add(ctx, args[1], args[2], ts);
+        }
         let ttl = config::series_ttl_ms();
         if ttl > 0 {
             let at = now.saturating_add(ttl);
