@@ -3,7 +3,7 @@
 //! batches (validated whole, one rate-limit check of their size, one pipeline) and the list of
 //! metric types (SCAN ... TYPE tally-met).
 
-#[path = "api_support.rs"]
+#[path = "api_support/mod.rs"]
 mod support;
 
 use std::time::{SystemTime, UNIX_EPOCH};

@@ -1,6 +1,6 @@
 //! The self-describing endpoints: /openapi.json, the offline /docs page, and /metrics.
 
-#[path = "api_support.rs"]
+#[path = "api_support/mod.rs"]
 mod support;
 
 use support::{header, TestApp, EXAMPLE};

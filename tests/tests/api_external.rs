@@ -2,7 +2,7 @@
 //! and recovers (the breaker's clock is driven by the test, no sleeping), timeouts, the
 //! X-Circuit-State header and the breaker in /metrics. Needs no Redis.
 
-#[path = "api_support.rs"]
+#[path = "api_support/mod.rs"]
 mod support;
 
 use std::time::Duration;

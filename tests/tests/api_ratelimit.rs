@@ -2,7 +2,7 @@
 //! limit shared exactly by several API instances, and who the client is (X-Forwarded-For only
 //! from trusted proxies).
 
-#[path = "api_support.rs"]
+#[path = "api_support/mod.rs"]
 mod support;
 
 use support::{config, exists, header, json, stored_count, TestApp, EXAMPLE};

@@ -1,7 +1,7 @@
 //! REDIS_WAIT_REPLICAS: a write is acknowledged (201) only after `WAIT n` on the connection that
 //! wrote it confirms n replicas; otherwise 503 (it may or may not have been stored).
 
-#[path = "api_support.rs"]
+#[path = "api_support/mod.rs"]
 mod support;
 
 use std::time::Duration;

@@ -2,7 +2,7 @@
 //! stored) while it is down, /health says why, and everything recovers by itself when Redis
 //! returns, without restarting the API.
 
-#[path = "api_support.rs"]
+#[path = "api_support/mod.rs"]
 mod support;
 
 use std::time::{Duration, Instant};
