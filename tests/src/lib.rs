@@ -101,6 +101,20 @@ pub fn module_path() -> PathBuf {
     path
 }
 
+/// Path of the built API binary: `$TALLY_API`, else `target/release/tally-api`.
+pub fn api_path() -> PathBuf {
+    let path = std::env::var_os("TALLY_API")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target/release/tally-api"));
+    assert!(
+        path.is_file(),
+        "{} not found: build it first (`make build`, or `cargo build --release -p tally-api`; \
+         TALLY_API=/path/to/tally-api to use another)",
+        path.display()
+    );
+    path
+}
+
 /// A port that was free a moment ago.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")

@@ -1457,20 +1457,6 @@ fn redis_health_check_fails_without_the_module_or_without_redis() {
     redis_healthcheck_on(port).expect_err("healthy with no server at all");
 }
 
-/// `target/release/tally-api` (or `$TALLY_API`): built by `cargo build --release -p tally-api`.
-fn api_binary() -> PathBuf {
-    let path = std::env::var_os("TALLY_API")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("target/release/tally-api"));
-    assert!(
-        path.is_file(),
-        "{} not found: build it first (`make build`, or `cargo build --release -p tally-api`; \
-         TALLY_API=/path/to/tally-api to use another)",
-        path.display()
-    );
-    path
-}
-
 const API_CONTAINER_ADDRESS: &str = "127.0.0.1:8000";
 
 /// The API started with Dockerfile.api's ENTRYPOINT and the environment its container gets from
@@ -1497,7 +1483,7 @@ impl ImageApi {
         let mut words = entrypoint.iter().peekable();
         while let Some(word) = words.next() {
             if word == &binary_in_image {
-                argv.push(api_binary().display().to_string());
+                argv.push(tally_tests::api_path().display().to_string());
             } else if word.ends_with("/tini") {
                 // tini is only the container's PID 1; use the host's if it has one.
                 match which("tini") {
@@ -1515,7 +1501,7 @@ impl ImageApi {
         }
         assert!(
             argv.iter()
-                .any(|a| *a == api_binary().display().to_string()),
+                .any(|a| *a == tally_tests::api_path().display().to_string()),
             "Dockerfile.api's ENTRYPOINT {entrypoint:?} does not run {binary_in_image}"
         );
         env.insert("REDIS_URL".into(), redis_url.to_string());

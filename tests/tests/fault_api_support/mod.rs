@@ -6,30 +6,15 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tally_tests::{free_port, workspace_root, TempDir};
+use tally_tests::{free_port, TempDir};
 
 /// Bound on every request the fault suites send: the API's Redis timeout is 1 s
 /// (`REDIS_TIMEOUT_MS`), so an answer later than this is a hang.
 pub const REQUEST_BOUND: Duration = Duration::from_secs(3);
-
-/// `$TALLY_API`, else `<workspace>/target/release/tally-api`.
-pub fn api_binary() -> PathBuf {
-    let path = std::env::var_os("TALLY_API")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("target/release/tally-api"));
-    assert!(
-        path.is_file(),
-        "{} not found: build it first (`make build`, or `cargo build --release -p tally-api`; \
-         TALLY_API=/path/to/tally-api to use another)",
-        path.display()
-    );
-    path
-}
 
 /// A `tally-api` process on 127.0.0.1:<free port>, SIGKILLed on drop.
 pub struct ApiProc {
@@ -49,7 +34,7 @@ impl ApiProc {
             let port = free_port();
             let log_path = dir.path().join(format!("api-{attempt}.log"));
             let log = File::create(&log_path).expect("create api log");
-            let mut cmd = Command::new(api_binary());
+            let mut cmd = Command::new(tally_tests::api_path());
             cmd.env_clear()
                 .env("REDIS_URL", redis_url)
                 .env("HOST", "127.0.0.1")
