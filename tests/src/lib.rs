@@ -389,6 +389,19 @@ impl Lcg {
     }
 }
 
+/// Largest n with n (n + 1) / 2 <= total, and whether that is exact: writers that send 1, 2,
+/// 3, ... let a sum tell how many of their writes are stored.
+pub fn triangular_root(total: u64) -> (u64, bool) {
+    let mut n = ((2.0 * total as f64).sqrt()) as u64;
+    while n * (n + 1) / 2 > total {
+        n -= 1;
+    }
+    while (n + 1) * (n + 2) / 2 <= total {
+        n += 1;
+    }
+    (n, n * (n + 1) / 2 == total)
+}
+
 /// Waits until `f` returns true, up to `timeout`; false if it never did.
 pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;

@@ -9,7 +9,9 @@ mod support;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::{json as j, Value};
-use support::{config, exists, header, json, stored_count, TestApp, EXAMPLE};
+use support::{
+    assert_too_many_requests, config, exists, header, json, stored_count, TestApp, EXAMPLE,
+};
 use tally_api::config::Config;
 use tally_api::routes::metrics::rfc3339;
 use tally_tests::{Flavor, Server, ServerConfig};
@@ -412,19 +414,7 @@ async fn a_batch_larger_than_the_remaining_budget_is_429_with_the_rate_limit_hea
 
     // 2 left, 3 asked: denied whole.
     let resp = app.post_batch(&batch(&three)).await;
-    assert_eq!(
-        header(&resp, "ratelimit-policy").as_deref(),
-        Some("\"default\";q=5;w=60")
-    );
-    let ratelimit = header(&resp, "ratelimit").expect("RateLimit");
-    assert!(ratelimit.starts_with("\"default\";r=2;t="), "{ratelimit}");
-    let retry: u64 = header(&resp, "retry-after")
-        .expect("Retry-After")
-        .parse()
-        .expect("whole seconds");
-    assert!((1..=60).contains(&retry), "{retry}");
-    let (status, body) = json(resp).await;
-    assert_eq!((status, body), (429, j!({"detail": "Too many requests"})));
+    assert_too_many_requests(resp, 2).await;
     assert_eq!(
         stored_count(&server, "cpu"),
         3,

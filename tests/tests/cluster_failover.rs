@@ -117,18 +117,6 @@ fn spawn_writer(
     })
 }
 
-/// Largest n with n (n + 1) / 2 <= total, and whether that is exact.
-fn triangular_root(total: u64) -> (u64, bool) {
-    let mut n = ((2.0 * total as f64).sqrt()) as u64;
-    while n * (n + 1) / 2 > total {
-        n -= 1;
-    }
-    while (n + 1) * (n + 2) / 2 <= total {
-        n += 1;
-    }
-    (n, n * (n + 1) / 2 == total)
-}
-
 #[test]
 fn writes_acknowledged_by_wait_survive_a_sigkilled_primary_and_its_replicas_takeover() {
     let started = Instant::now();
@@ -295,7 +283,7 @@ fn writes_acknowledged_by_wait_survive_a_sigkilled_primary_and_its_replicas_take
         .arg(0)
         .query(&mut new)
         .unwrap();
-    let (m, exact) = triangular_root(HOT_LIMIT - ints(&r)[2] as u64);
+    let (m, exact) = tally_tests::triangular_root(HOT_LIMIT - ints(&r)[2] as u64);
     assert!(exact, "recorded cost is 1 + 2 + ... + m");
     assert!(
         (rl_writer.last_acked..=rl_writer.sent).contains(&m),

@@ -77,18 +77,6 @@ fn spawn_writer(
     })
 }
 
-/// Largest n with n (n + 1) / 2 <= total, and whether that is exact.
-fn triangular_root(total: u64) -> (u64, bool) {
-    let mut n = ((2.0 * total as f64).sqrt()) as u64;
-    while n * (n + 1) / 2 > total {
-        n -= 1;
-    }
-    while (n + 1) * (n + 2) / 2 <= total {
-        n += 1;
-    }
-    (n, n * (n + 1) / 2 == total)
-}
-
 fn aof_rewrite_done(server: &Server) -> bool {
     let info: String = redis::cmd("INFO")
         .arg("persistence")
@@ -197,7 +185,7 @@ fn kill_mid_load_and_restart(
                     .arg(0)
                     .query(&mut conn)
                     .unwrap();
-                let (m, exact) = triangular_root(LIMIT - ints(&r)[2] as u64);
+                let (m, exact) = tally_tests::triangular_root(LIMIT - ints(&r)[2] as u64);
                 assert!(exact, "{flavor:?} {key}: recorded cost is 1 + ... + {m}");
                 m
             }

@@ -184,6 +184,26 @@ pub fn header(resp: &reqwest::Response, name: &str) -> Option<String> {
         .map(|v| v.to_str().expect("ascii header").to_string())
 }
 
+/// Asserts a 429 with the default 5-per-60 s policy headers, `remaining` left, a `Retry-After`
+/// of whole seconds in 1..=60, and the JSON body.
+pub async fn assert_too_many_requests(resp: reqwest::Response, remaining: u64) {
+    assert_eq!(
+        header(&resp, "ratelimit-policy").as_deref(),
+        Some("\"default\";q=5;w=60")
+    );
+    let ratelimit = header(&resp, "ratelimit").expect("RateLimit");
+    let prefix = format!("\"default\";r={remaining};t=");
+    assert!(ratelimit.starts_with(&prefix), "{ratelimit}");
+    let retry: u64 = header(&resp, "retry-after")
+        .expect("Retry-After")
+        .parse()
+        .expect("whole seconds");
+    assert!((1..=60).contains(&retry), "{retry}");
+    let (status, body) = json(resp).await;
+    assert_eq!(status, 429);
+    assert_eq!(body, serde_json::json!({"detail": "Too many requests"}));
+}
+
 /// `count` of `METRIC.SUMMARY metric:<kind>`, read straight from Redis.
 pub fn stored_count(server: &Server, kind: &str) -> i64 {
     let mut c = server.conn();
