@@ -80,10 +80,6 @@ impl Reply {
         Reply { ctx, resp3 }
     }
 
-    pub fn ctx(&self) -> Ctx {
-        self.ctx
-    }
-
     pub fn resp3(&self) -> bool {
         self.resp3
     }
@@ -230,14 +226,6 @@ impl Key {
         // SAFETY: open key with a value.
         unsafe {
             raw::RedisModule_SetAbsExpire.unwrap()(self.ptr, at_ms.min(i64::MAX as u64) as i64)
-        };
-    }
-
-    /// Sets the key's time to live in ms from now.
-    pub fn expire_in(&self, ttl_ms: u64) {
-        // SAFETY: open key with a value.
-        unsafe {
-            raw::RedisModule_SetExpire.unwrap()(self.ptr, ttl_ms.min(i64::MAX as u64) as i64)
         };
     }
 }
