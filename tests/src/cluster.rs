@@ -365,13 +365,7 @@ impl Cluster {
         let live = self.live_ports();
         let mut owner = None;
         for &port in &live {
-            let mut c = self
-                .try_node_conn(port)
-                .map_err(|e| format!("{port}: {e}"))?;
-            let state = cluster_state(&mut c).map_err(|e| format!("{port}: {e}"))?;
-            if state != "ok" {
-                return Err(format!("{port}: cluster_state:{state}"));
-            }
+            let mut c = self.ok_node_conn(port)?;
             let seen = self.primary_for_slot(&mut c, slot);
             match (owner, seen) {
                 (_, None) => return Err(format!("{port}: nobody serves {slot}")),
@@ -425,17 +419,23 @@ impl Cluster {
         );
     }
 
+    /// A connection to the node on `port`, if it answers and reports `cluster_state:ok`.
+    fn ok_node_conn(&self, port: u16) -> Result<Connection, String> {
+        let mut c = self
+            .try_node_conn(port)
+            .map_err(|e| format!("{port}: {e}"))?;
+        let state = cluster_state(&mut c).map_err(|e| format!("{port}: {e}"))?;
+        if state != "ok" {
+            return Err(format!("{port}: cluster_state:{state}"));
+        }
+        Ok(c)
+    }
+
     fn ready(&self) -> Result<(), String> {
         let live = self.live_ports();
         let mut first_map: Option<Vec<SlotRange>> = None;
         for &port in &live {
-            let mut c = self
-                .try_node_conn(port)
-                .map_err(|e| format!("{port}: {e}"))?;
-            let state = cluster_state(&mut c).map_err(|e| format!("{port}: {e}"))?;
-            if state != "ok" {
-                return Err(format!("{port}: cluster_state:{state}"));
-            }
+            let mut c = self.ok_node_conn(port)?;
             let map = slot_owners(&mut c).map_err(|e| format!("{port}: {e}"))?;
             let covered: u32 = map.iter().map(|&(a, b, _, _)| u32::from(b - a) + 1).sum();
             if covered != SLOT_COUNT {
