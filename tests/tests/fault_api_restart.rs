@@ -109,7 +109,9 @@ async fn nothing_acknowledged_is_lost_when_redis_is_killed_and_restarted_with_ap
     phase.store(AFTER, Ordering::Relaxed);
     tokio::task::block_in_place(|| server.restart());
     let outage = killed_at.elapsed();
-    // Keep posting until the API has acknowledged writes again for a while.
+    // Keep posting until the API has acknowledged writes again for a while and the /health
+    // poller (every 50 ms) has answered within the recovered phase: 100 POSTs alone can finish
+    // before it polls at all.
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         let acked_after = answered
@@ -118,7 +120,8 @@ async fn nothing_acknowledged_is_lost_when_redis_is_killed_and_restarted_with_ap
             .iter()
             .filter(|(_, p, s)| *p == AFTER && *s == 201)
             .count();
-        if acked_after >= 100 || Instant::now() > deadline {
+        let health_after = seen.lock().unwrap().of("health-3").contains_key(&200);
+        if (acked_after >= 100 && health_after) || Instant::now() > deadline {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
