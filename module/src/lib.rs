@@ -7,6 +7,7 @@ pub mod args;
 pub mod codec;
 pub mod config;
 pub mod datatype;
+pub mod effects;
 pub mod error;
 pub mod metric;
 pub mod ratelimit;
@@ -106,6 +107,10 @@ mod registration {
                 ctx.log_warning(&format!("tally: could not register {name}"));
                 return Status::Err;
             }
+        }
+        if !crate::effects::subscribe(ctx.ctx) {
+            ctx.log_warning("tally: could not subscribe to replication events");
+            return Status::Err;
         }
         Status::Ok
     }

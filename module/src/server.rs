@@ -69,6 +69,7 @@ pub fn run(
 
 pub struct Reply {
     ctx: Ctx,
+    flags: c_int,
     resp3: bool,
 }
 
@@ -77,11 +78,16 @@ impl Reply {
         // SAFETY: valid context of the running command.
         let flags = unsafe { raw::RedisModule_GetContextFlags.unwrap()(ctx) };
         let resp3 = flags & raw::REDISMODULE_CTX_FLAGS_RESP3 as c_int != 0;
-        Reply { ctx, resp3 }
+        Reply { ctx, flags, resp3 }
     }
 
     pub fn resp3(&self) -> bool {
         self.resp3
+    }
+
+    /// `RedisModule_GetContextFlags` of the running command.
+    pub fn ctx_flags(&self) -> c_int {
+        self.flags
     }
 
     pub fn int(&self, v: i64) {

@@ -118,18 +118,7 @@ fn restart_from_a_rewritten_aof_without_rdb_preamble_keeps_every_value() {
         let _: Value = tally_tests::redis::cmd("BGREWRITEAOF")
             .query(&mut c)
             .unwrap();
-        assert!(
-            wait_until(Duration::from_secs(20), || {
-                let info: String = tally_tests::redis::cmd("INFO")
-                    .arg("persistence")
-                    .query(&mut c)
-                    .unwrap();
-                info.contains("aof_rewrite_in_progress:0")
-                    && info.contains("aof_rewrite_scheduled:0")
-                    && info.contains("aof_last_bgrewrite_status:ok")
-            }),
-            "{flavor:?}: rewrite did not finish"
-        );
+        wait_for_aof_rewrite(&mut c, flavor);
         // Writes after the rewrite land in the incremental AOF on top of the rewritten base.
         s.run(
             &mut c,
@@ -158,6 +147,66 @@ fn restart_from_a_rewritten_aof_without_rdb_preamble_keeps_every_value() {
         let mut c = s.conn();
         assert_eq!(stable(snapshot(&s, &mut c)), before, "{flavor:?}");
     }
+}
+
+#[test]
+fn an_aof_switched_on_at_runtime_gets_explicit_effects_on_every_flavor() {
+    for flavor in Flavor::all() {
+        let mut s = ServerConfig::new(flavor)
+            .arg("--appendfsync", "always")
+            .start();
+        let mut c = s.conn();
+        // No AOF and no replica yet: these writes build no explicit effect.
+        workload(&s, &mut c);
+        let _: Value = tally_tests::redis::cmd("CONFIG")
+            .arg("SET")
+            .arg("appendonly")
+            .arg("yes")
+            .query(&mut c)
+            .unwrap();
+        wait_for_aof_rewrite(&mut c, flavor);
+        // Now every clock-reading write must reach the AOF as its deterministic effect.
+        for i in 0..20 {
+            let key = format!("rl:{}", i % 3);
+            s.run(&mut c, &["RATELIMIT.CHECK", &key, "500", "60000"])
+                .unwrap();
+            s.run(&mut c, &["METRIC.ADD", "metric:1", "7.5"]).unwrap();
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let before = stable(snapshot(&s, &mut c));
+        let aof_text = aof_contents(s.dir());
+        assert!(
+            aof_text.contains("RATELIMIT.RECORD"),
+            "{flavor:?}: no RATELIMIT.RECORD in the AOF"
+        );
+        assert!(
+            !aof_text.contains("RATELIMIT.CHECK"),
+            "{flavor:?}: a CHECK reached the AOF as it was sent"
+        );
+        // Replayed later, a verbatim CHECK or ADD would read a later clock and differ.
+        std::thread::sleep(Duration::from_millis(50));
+        s.kill();
+        s.restart_with_args(vec!["--appendonly".into(), "yes".into()]);
+        let mut c = s.conn();
+        assert_eq!(stable(snapshot(&s, &mut c)), before, "{flavor:?}");
+    }
+}
+
+/// Waits until the AOF is on and its rewrite has finished and succeeded.
+fn wait_for_aof_rewrite(c: &mut Connection, flavor: Flavor) {
+    assert!(
+        wait_until(Duration::from_secs(20), || {
+            let info: String = tally_tests::redis::cmd("INFO")
+                .arg("persistence")
+                .query(c)
+                .unwrap();
+            info.contains("aof_enabled:1")
+                && info.contains("aof_rewrite_in_progress:0")
+                && info.contains("aof_rewrite_scheduled:0")
+                && info.contains("aof_last_bgrewrite_status:ok")
+        }),
+        "{flavor:?}: the AOF rewrite did not finish"
+    );
 }
 
 /// The text of every AOF file in `dir` (Redis 7 keeps them in appendonlydir/).

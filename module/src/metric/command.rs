@@ -10,6 +10,7 @@ use super::series::{Point, Series, QUANTILES};
 use crate::args;
 use crate::config;
 use crate::datatype::ModuleValue;
+use crate::effects;
 use crate::error::Error;
 use crate::server::{self, bytes, Ctx, Key, RStr, Reply};
 
@@ -49,16 +50,21 @@ pub extern "C" fn add(ctx: Ctx, argv: *mut RStr, argc: c_int) -> c_int {
         // Replicas and the AOF get the sample with its timestamp made explicit (a command that
         // already names it is sent as it is), and the expiry as an absolute time, so they
         // apply exactly what the primary applied.
+        let ttl = config::series_ttl_ms();
+        let consumed = effects::consumed(ctx, reply.ctx_flags());
         if explicit_ts {
             raw::replicate_verbatim(ctx);
-        } else {
+        } else if consumed {
             replicate_add(ctx, args[1], args[2], ts);
+        } else {
+            effects::skip(ctx);
         }
-        let ttl = config::series_ttl_ms();
         if ttl > 0 {
             let at = now.saturating_add(ttl);
             key.expire_at(at);
-            replicate_pexpireat(ctx, args[1], at);
+            if consumed {
+                replicate_pexpireat(ctx, args[1], at);
+            }
         }
         reply.uint(count);
         Ok(())

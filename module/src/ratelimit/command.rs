@@ -7,6 +7,7 @@ use redis_module::raw;
 use super::log::{Decision, Log, Policy, MAX_WINDOW_MS};
 use super::rdb::{decode, LOG_TYPE};
 use crate::args;
+use crate::effects;
 use crate::error::{Error, Result};
 use crate::server::{self, bytes, Ctx, Key, RStr, Reply};
 
@@ -45,7 +46,11 @@ pub extern "C" fn check(ctx: Ctx, argv: *mut RStr, argc: c_int) -> c_int {
             let horizon = policies.iter().map(|p| p.window_ms).max().unwrap_or(1);
             // Replicas and the AOF get the effect with the primary's clock reading, not the
             // command: RATELIMIT.RECORD is deterministic given the log, time, cost and horizon.
-            replicate_record(ctx, args[1], now, cost, horizon);
+            if effects::consumed(ctx, reply.ctx_flags()) {
+                replicate_record(ctx, args[1], now, cost, horizon);
+            } else {
+                effects::skip(ctx);
+            }
         }
         write_decision(reply, &decision);
         Ok(())
