@@ -18,12 +18,15 @@ use crate::store::Store;
 use crate::telemetry::Telemetry;
 use crate::upstream::Upstream;
 
-/// What every handler shares.
+/// What a worker's handlers share. Each actix worker (one thread each) has its own Redis
+/// connection, multiplexed by that worker's requests, so a request never waits for another
+/// thread to write or read its command; the breaker, the upstream client and the telemetry are
+/// one per process.
 pub struct AppState {
     pub config: Config,
     pub store: Store,
-    pub breaker: Breaker,
-    pub upstream: Upstream,
+    pub breaker: Arc<Breaker>,
+    pub upstream: Arc<Upstream>,
     pub telemetry: Arc<Telemetry>,
     pub policy: Policy,
 }
@@ -74,31 +77,35 @@ impl Application {
         let local = listener
             .local_addr()
             .map_err(|e| StartupError::Bind("listener".to_string(), e))?;
-        let store = Store::new(&config).map_err(StartupError::Redis)?;
+        // Checks the Redis settings now; each worker then makes its own (lazy) connection.
+        Store::new(&config).map_err(StartupError::Redis)?;
         let upstream = match &config.external_service_url {
             Some(url) => Upstream::http(url.clone(), config.external_service_timeout)
                 .map_err(StartupError::Upstream)?,
             None => Upstream::simulator(config.external_service_failure_rate),
         };
-        let breaker = Breaker::new(
+        let upstream = Arc::new(upstream);
+        let breaker = Arc::new(Breaker::new(
             config.cb_failure_threshold,
             config.cb_reset_timeout,
             DEFAULT_TRIAL_CALLS,
             clock,
-        );
+        ));
         let telemetry = Arc::new(Telemetry::default());
-        let state = web::Data::new(AppState {
-            policy: Policy::new(config.rate_limit, config.rate_window_s),
-            config,
-            store,
-            breaker,
-            upstream,
-            telemetry: telemetry.clone(),
-        });
+        let policy = Policy::new(config.rate_limit, config.rate_window_s);
         let server = HttpServer::new(move || {
+            // Runs once per worker, on its thread: the connection's tasks live there too.
+            let state = web::Data::new(AppState {
+                store: Store::new(&config).expect("checked before the workers start"),
+                config: config.clone(),
+                policy: policy.clone(),
+                breaker: breaker.clone(),
+                upstream: upstream.clone(),
+                telemetry: telemetry.clone(),
+            });
             let telemetry = telemetry.clone();
             App::new()
-                .app_data(state.clone())
+                .app_data(state)
                 .wrap_fn(move |req, srv| {
                     let route = Telemetry::route_index(req.path());
                     let start = Instant::now();

@@ -4,7 +4,8 @@
 //! Connections are lazy: the API starts while Redis is down, answers 503 meanwhile, and
 //! recovers by itself.
 //! - single node (`REDIS_CLUSTER=false`): a redis-rs `ConnectionManager` (one multiplexed
-//!   connection shared by every request; it reconnects after I/O errors);
+//!   connection per actix worker, shared by that worker's requests; it reconnects after I/O
+//!   errors);
 //! - cluster (`REDIS_CLUSTER=true`): redis-rs's async cluster client over the seed list (MOVED /
 //!   ASK, topology refresh, failover), with bounded retries and timeouts.
 //!
