@@ -142,6 +142,10 @@ pub fn parse_timestamp(s: &str) -> Result<u64, String> {
     let s = s.trim();
     let ms = if let Ok(dt) = DateTime::parse_from_rfc3339(s) {
         dt.timestamp_millis()
+    } else if let Ok(dt) = s.parse::<NaiveDateTime>() {
+        // `2025-01-01T10:00:00[.fff]`, the common form without an offset, without
+        // interpreting a format string.
+        dt.and_utc().timestamp_millis()
     } else if let Some(dt) = ["%Y-%m-%dT%H:%M:%S%.f%z", "%Y-%m-%d %H:%M:%S%.f%z"]
         .iter()
         .find_map(|f| DateTime::parse_from_str(s, f).ok())
