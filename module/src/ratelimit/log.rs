@@ -7,14 +7,23 @@
 //! `w` ms old has left the window. A request of cost `c` is allowed iff, for every policy,
 //! the cost recorded in its window plus `c` is at most its limit.
 //!
-//! Layout: timestamps are millisecond offsets from `base`. A small log (at most
-//! `SMALL_CAPACITY` entries, all of cost 1, spanning less than 65.5 s) keeps `u16` offsets
-//! inline, so the whole value is one 48-byte allocation. Past that it moves to a large layout:
-//! `u32` offsets (4 bytes per entry), costs implicit while every entry has cost 1; the first
-//! entry of another cost adds a parallel array of wrapping cumulative costs (8 more bytes per
-//! entry) so window sums stay O(log n). Expired entries leave the large layout by advancing
-//! `head`, and its storage is compacted once more than half of it is dead, so trimming is
-//! amortized O(1). A large log that shrinks back into the small limits moves back.
+//! Layout: timestamps are millisecond offsets from a `base`. Redis allocates the value itself
+//! (`size_of::<Log>()`, 32 bytes: jemalloc's 32-byte class), and the log is in one of three
+//! layouts:
+//! - inline: at most `SMALL_CAPACITY` (10) entries, all of cost 1, below 2^48 ms and spanning
+//!   at most 65.535 s, as `u16` offsets from a 48-bit base inside those 32 bytes;
+//! - mid: up to `MID_CAPACITY` (31) entries, all of cost 1 and spanning at most 65.535 s, at
+//!   any time (a u64 base): the same `u16` offsets in one 64-byte box (jemalloc's 64-byte
+//!   class), so 11 to 31 entries take 96 bytes in all;
+//! - large: `u32` offsets (4 bytes per entry), costs implicit while every entry has cost 1;
+//!   the first entry of another cost adds a parallel array of wrapping cumulative costs (8 more
+//!   bytes per entry) so window sums stay O(log n). Expired entries leave the large layout by
+//!   advancing `head`, and its storage is compacted once more than half of it is dead, so
+//!   trimming is amortized O(1).
+//!
+//! A log grows into the next layout when an entry does not fit, and a boxed log moves back to
+//! a smaller layout once its live entries fit in half of it (half, so that a log at a boundary
+//! does not move back and forth).
 
 /// The longest window (and so the longest span of live entries) a log supports: offsets are u32.
 pub const MAX_WINDOW_MS: u64 = u32::MAX as u64;
@@ -37,33 +46,153 @@ pub struct Decision {
     pub reset_after_ms: u64,
 }
 
-/// Entries a small log holds inline.
-pub const SMALL_CAPACITY: usize = 15;
+/// Entries the inline layout holds.
+pub const SMALL_CAPACITY: usize = 10;
 
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Log {
-    base: u64,
-    store: Store,
-    /// Longest window ever recorded with: entries older than this can no longer matter.
-    horizon: u32,
-}
+/// Entries the mid layout holds: its length byte and u16 offsets fill 64 bytes.
+pub const MID_CAPACITY: usize = 31;
+
+/// Inline timestamps stay below 2^48 ms (the year 10889), so the inline base fits in 48 bits.
+const INLINE_LIMIT_MS: u64 = 1 << 48;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-enum Store {
-    /// Unit-cost entries at `base + offsets[i]`, `i < len`.
-    Small {
-        len: u8,
-        offsets: [u16; SMALL_CAPACITY],
+pub struct Log(Repr);
+
+// Redis allocates `Log` itself: 32 bytes is jemalloc's 32-byte class (the next one is 48).
+const _: () = assert!(std::mem::size_of::<Log>() == 32);
+// The mid layout's box is exactly jemalloc's 64-byte class.
+const _: () = assert!(std::mem::size_of::<Short<MID_CAPACITY>>() == 64);
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Repr {
+    /// Base `base_lo | base_hi << 32`: 48 bits, as a u64 base would take the variant to 33
+    /// bytes. `horizon`, in every layout, is the longest window ever recorded with: entries
+    /// older than this can no longer matter.
+    Inline {
+        base_lo: u32,
+        base_hi: u16,
+        horizon: u32,
+        short: Short<SMALL_CAPACITY>,
     },
-    Large(Box<Large>),
+    /// Base and horizon stay inline; only the length and offsets take the box.
+    Mid {
+        base: u64,
+        horizon: u32,
+        short: Box<Short<MID_CAPACITY>>,
+    },
+    Large {
+        base: u64,
+        horizon: u32,
+        large: Box<Large>,
+    },
 }
 
-impl Default for Store {
-    fn default() -> Self {
-        Store::Small {
-            len: 0,
-            offsets: [0; SMALL_CAPACITY],
+/// Generates `Len`, the length of a u16 layout (`0..=MID_CAPACITY`), and `Len::of`. An enum
+/// rather than a u8 because its unused values are a niche: `Repr` keeps its tag there, so the
+/// boxed layouts fit beside it in the inline 32 bytes.
+macro_rules! lengths {
+    ($($name:ident = $n:literal,)*) => {
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        #[repr(u8)]
+        enum Len {
+            $($name = $n),*
         }
+
+        impl Len {
+            /// The `Len` of `n` (compiles to a range check: `Len::of(n) as usize == n`).
+            fn of(n: usize) -> Len {
+                match n {
+                    $($n => Len::$name,)*
+                    _ => unreachable!("a u16 layout holds at most MID_CAPACITY entries"),
+                }
+            }
+        }
+    };
+}
+
+lengths! {
+    L0 = 0, L1 = 1, L2 = 2, L3 = 3, L4 = 4, L5 = 5, L6 = 6, L7 = 7,
+    L8 = 8, L9 = 9, L10 = 10, L11 = 11, L12 = 12, L13 = 13, L14 = 14, L15 = 15,
+    L16 = 16, L17 = 17, L18 = 18, L19 = 19, L20 = 20, L21 = 21, L22 = 22, L23 = 23,
+    L24 = 24, L25 = 25, L26 = 26, L27 = 27, L28 = 28, L29 = 29, L30 = 30, L31 = 31,
+}
+
+const _: () = assert!(Len::L31 as usize == MID_CAPACITY);
+
+/// Unit-cost entries at `base + offsets[i]`, `i < len`; the owner keeps `base` (at most the
+/// oldest entry). One type for the inline (`N = SMALL_CAPACITY`) and mid (`N = MID_CAPACITY`)
+/// layouts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Short<const N: usize> {
+    len: Len,
+    offsets: [u16; N],
+}
+
+impl<const N: usize> Short<N> {
+    const EMPTY: Self = Short {
+        len: Len::L0,
+        offsets: [0; N],
+    };
+
+    fn offsets(&self) -> &[u16] {
+        &self.offsets[..self.len as usize]
+    }
+
+    /// A copy of a smaller layout's offsets (relative to the same base).
+    fn from_offsets(offsets: &[u16]) -> Self {
+        let mut short = Self::EMPTY;
+        short.offsets[..offsets.len()].copy_from_slice(offsets);
+        short.len = Len::of(offsets.len());
+        short
+    }
+
+    /// The live entries of `v` with their base, if they are at most `N`, all of cost 1 and
+    /// within u16 ms of the oldest one (the base).
+    fn of<T: Copy + Into<u64>>(v: View<T>) -> Option<(u64, Self)> {
+        let live = v.head..v.end();
+        if live.len() > N {
+            return None;
+        }
+        let base = if live.is_empty() { 0 } else { v.ts(v.head) };
+        let mut short = Self::EMPTY;
+        for (o, i) in short.offsets.iter_mut().zip(live.clone()) {
+            if v.cost_between(i, i + 1) != 1 {
+                return None;
+            }
+            *o = u16::try_from(v.ts(i) - base).ok()?;
+        }
+        short.len = Len::of(live.len());
+        Some((base, short))
+    }
+
+    /// Appends a unit entry at `ts` (not older than the newest) if there is room and it is
+    /// within u16 ms of the oldest entry.
+    fn push(&mut self, base: &mut u64, ts: u64) -> bool {
+        let n = self.len as usize;
+        if n == 0 {
+            *base = ts;
+        } else if ts - *base > u64::from(u16::MAX) {
+            // Only now move `base` to the oldest entry (most entries fit without), so that the
+            // u16 offsets reach as far as they can.
+            let shift = self.offsets[0];
+            self.offsets[..n].iter_mut().for_each(|o| *o -= shift);
+            *base += u64::from(shift);
+        }
+        match u16::try_from(ts - *base) {
+            Ok(offset) if n < N => {
+                self.offsets[n] = offset;
+                self.len = Len::of(n + 1);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Drops the `dead` oldest entries.
+    fn trim(&mut self, dead: usize) {
+        let n = self.len as usize;
+        self.offsets.copy_within(dead..n, 0);
+        self.len = Len::of(n - dead);
     }
 }
 
@@ -77,6 +206,133 @@ struct Large {
     cum: Vec<u64>,
 }
 
+impl Large {
+    /// The unit-cost entries of a u16 layout, relative to the same base.
+    fn of(offsets: &[u16]) -> Self {
+        // Room for one more entry, then doubling: 16 slots from the inline layout (32 from the
+        // mid one), 32, ... 1024, so a log of 1,000 entries takes about 4 bytes each.
+        let mut times = Vec::with_capacity((offsets.len() + 1).next_power_of_two().max(16));
+        times.extend(offsets.iter().map(|&o| u32::from(o)));
+        Large {
+            head: 0,
+            times,
+            cum: Vec::new(),
+        }
+    }
+
+    /// Appends `cost` at `ts` (not older than the newest entry).
+    fn push(&mut self, base: &mut u64, ts: u64, cost: u64) {
+        if ts - *base > MAX_WINDOW_MS {
+            self.rebase(base, ts);
+        }
+        let weighted = cost != 1 || !self.cum.is_empty();
+        if weighted {
+            let before = if self.cum.is_empty() {
+                self.times.len() as u64
+            } else {
+                self.cum.last().copied().unwrap_or(0)
+            };
+            if self.cum.is_empty() {
+                // First entry of another cost: from now on costs are explicit.
+                self.cum = (1..=self.times.len() as u64).collect();
+            }
+            self.cum.push(before.wrapping_add(cost));
+        }
+        self.times.push((ts - *base) as u32);
+    }
+
+    /// Drops the entries before index `start`.
+    fn trim(&mut self, start: usize) {
+        self.head = start;
+        let mostly_dead = self.head > 16 && self.head * 2 > self.times.len();
+        if mostly_dead {
+            self.compact();
+        }
+    }
+
+    /// Physically removes dead entries and releases memory mostly unused.
+    fn compact(&mut self) {
+        let head = self.head;
+        self.times.drain(..head);
+        if !self.cum.is_empty() && head > 0 {
+            // Keep `cum[i]` = total cost of entries `0..=i` for the new index 0.
+            let dropped = self.cum[head - 1];
+            self.cum.drain(..head);
+            for c in &mut self.cum {
+                *c = c.wrapping_sub(dropped);
+            }
+        }
+        self.head = 0;
+        if self.times.capacity() > 4 * self.times.len().max(4) {
+            self.times.shrink_to(2 * self.times.len());
+            self.cum.shrink_to(2 * self.cum.len());
+        }
+    }
+
+    /// Moves `base` to the oldest live entry (to `ts` if there is none) so offsets up to `ts`
+    /// fit in u32 again.
+    fn rebase(&mut self, base: &mut u64, ts: u64) {
+        self.compact();
+        match self.times.first().copied() {
+            Some(shift) => {
+                for t in &mut self.times {
+                    *t -= shift;
+                }
+                *base += u64::from(shift);
+            }
+            None => *base = ts,
+        }
+    }
+}
+
+/// A layout's entries, for reading: entry `i` (`head <= i < end()`) is at `base + times[i]`,
+/// with u16 offsets (`T`) in the inline and mid layouts, u32 ones in the large layout.
+#[derive(Clone, Copy)]
+struct View<'a, T> {
+    base: u64,
+    head: usize,
+    times: &'a [T],
+    /// As `Large::cum`: empty while every entry has cost 1.
+    cum: &'a [u64],
+}
+
+#[derive(Clone, Copy)]
+enum AnyView<'a> {
+    Short(View<'a, u16>),
+    Large(View<'a, u32>),
+}
+
+/// Evaluates `$body` with `$v` bound to the view inside `$any`, whatever its offset type: the
+/// algorithms are generic, so matching once on the layout leaves none in their loops.
+macro_rules! with_view {
+    ($any:expr, $v:ident => $body:expr) => {
+        match $any {
+            AnyView::Short($v) => $body,
+            AnyView::Large($v) => $body,
+        }
+    };
+}
+
+fn join_base(lo: u32, hi: u16) -> u64 {
+    u64::from(lo) | u64::from(hi) << 32
+}
+
+fn split_base(base: u64) -> (u32, u16) {
+    debug_assert!(base < INLINE_LIMIT_MS);
+    (base as u32, (base >> 32) as u16)
+}
+
+impl Default for Log {
+    fn default() -> Self {
+        Log(Repr::Inline {
+            base_lo: 0,
+            base_hi: 0,
+            horizon: 0,
+            short: Short::EMPTY,
+        })
+    }
+}
+
 impl Log {
     pub fn new() -> Self {
         Self::default()
@@ -84,7 +340,7 @@ impl Log {
 
     /// Number of live entries.
     pub fn len(&self) -> usize {
-        self.end() - self.head()
+        with_view!(self.view(), v => v.len())
     }
 
     pub fn is_empty(&self) -> bool {
@@ -92,12 +348,16 @@ impl Log {
     }
 
     pub fn horizon_ms(&self) -> u64 {
-        u64::from(self.horizon)
+        match &self.0 {
+            Repr::Inline { horizon, .. }
+            | Repr::Mid { horizon, .. }
+            | Repr::Large { horizon, .. } => u64::from(*horizon),
+        }
     }
 
     /// Timestamp of the newest entry.
     pub fn newest_ms(&self) -> Option<u64> {
-        (!self.is_empty()).then(|| self.ts(self.end() - 1))
+        with_view!(self.view(), v => v.newest())
     }
 
     /// When the key can expire: the longest window after the newest entry.
@@ -107,17 +367,20 @@ impl Log {
 
     /// Live entries as `(timestamp_ms, cost)`, oldest first.
     pub fn entries(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
-        (self.head()..self.end()).map(|i| (self.ts(i), self.cost_between(i, i + 1)))
+        let any = self.view();
+        let (head, end) = with_view!(any, v => (v.head, v.end()));
+        (head..end).map(move |i| with_view!(any, v => (v.ts(i), v.cost_between(i, i + 1))))
     }
 
     /// Heap bytes owned by the log beyond its inline part, for MEMORY USAGE.
     pub fn heap_bytes(&self) -> usize {
-        match &self.store {
-            Store::Small { .. } => 0,
-            Store::Large(l) => {
+        match &self.0 {
+            Repr::Inline { .. } => 0,
+            Repr::Mid { .. } => std::mem::size_of::<Short<MID_CAPACITY>>(),
+            Repr::Large { large, .. } => {
                 std::mem::size_of::<Large>()
-                    + l.times.capacity() * std::mem::size_of::<u32>()
-                    + l.cum.capacity() * std::mem::size_of::<u64>()
+                    + large.times.capacity() * std::mem::size_of::<u32>()
+                    + large.cum.capacity() * std::mem::size_of::<u64>()
             }
         }
     }
@@ -131,10 +394,9 @@ impl Log {
         if horizon_ms == 0 || horizon_ms > MAX_WINDOW_MS {
             return Err("horizon out of range");
         }
-        let mut log = Log {
-            horizon: horizon_ms as u32,
-            ..Log::default()
-        };
+        let mut log = Log::new();
+        *log.horizon_mut() = horizon_ms as u32;
+        let mut oldest = None;
         for (ts, cost) in entries {
             if cost == 0 {
                 return Err("entry with zero cost");
@@ -143,11 +405,11 @@ impl Log {
             if ts > i64::MAX as u64 {
                 return Err("timestamp out of range");
             }
+            let oldest = *oldest.get_or_insert(ts);
             match log.newest_ms() {
-                None => log.base = ts,
                 Some(newest) if ts < newest => return Err("entries out of order"),
-                Some(_) if ts - log.base > MAX_WINDOW_MS => return Err("entries span too long"),
-                Some(_) => {}
+                _ if ts - oldest > MAX_WINDOW_MS => return Err("entries span too long"),
+                _ => {}
             }
             log.push(ts, cost);
         }
@@ -156,10 +418,183 @@ impl Log {
 
     /// RATELIMIT.PEEK: the reply CHECK would give now, recording nothing.
     pub fn peek(&self, now_ms: u64, policies: &[Policy], cost: u64) -> Decision {
+        with_view!(self.view(), v => v.peek(now_ms, policies, cost))
+    }
+
+    /// RATELIMIT.CHECK: decides, and if allowed records `cost` at `now_ms`. Returns the
+    /// decision and whether anything was recorded (so the caller knows to replicate).
+    pub fn check(&mut self, now_ms: u64, policies: &[Policy], cost: u64) -> (Decision, bool) {
+        let decision = self.peek(now_ms, policies, cost);
+        let recorded = decision.allowed && cost > 0;
+        if recorded {
+            let horizon = policies.iter().map(|p| p.window_ms).max().unwrap_or(1);
+            self.record(now_ms, cost, horizon);
+        }
+        (decision, recorded)
+    }
+
+    /// Appends `cost` at `max(now_ms, newest)` (the log stays ordered if the clock steps
+    /// back), after dropping entries older than the horizon. This is the replicated effect of
+    /// an allowed CHECK: deterministic given the log, `now_ms`, `cost` and `horizon_ms`.
+    pub fn record(&mut self, now_ms: u64, cost: u64, horizon_ms: u64) {
+        debug_assert!(cost > 0 && (1..=MAX_WINDOW_MS).contains(&horizon_ms));
+        let horizon = self.horizon_mut();
+        *horizon = (*horizon).max(horizon_ms.min(MAX_WINDOW_MS) as u32);
+        let horizon = u64::from(*horizon);
+        // One look serves both: trimming keeps the newest entry unless it drops them all, and
+        // then the newest was older than `now_ms` anyway.
+        let (start, newest) =
+            with_view!(self.view(), v => (v.window_start(now_ms, horizon), v.newest()));
+        self.trim(start);
+        self.push(newest.map_or(now_ms, |t| t.max(now_ms)), cost);
+    }
+
+    fn horizon_mut(&mut self) -> &mut u32 {
+        match &mut self.0 {
+            Repr::Inline { horizon, .. }
+            | Repr::Mid { horizon, .. }
+            | Repr::Large { horizon, .. } => horizon,
+        }
+    }
+
+    /// Appends `cost` at `ts` (not older than the newest entry), moving to a larger layout if
+    /// the entry does not fit this one.
+    fn push(&mut self, ts: u64, cost: u64) {
+        let pushed = match &mut self.0 {
+            Repr::Inline {
+                base_lo,
+                base_hi,
+                short,
+                ..
+            } if cost == 1 && ts < INLINE_LIMIT_MS => {
+                let mut base = join_base(*base_lo, *base_hi);
+                let pushed = short.push(&mut base, ts);
+                (*base_lo, *base_hi) = split_base(base);
+                pushed
+            }
+            Repr::Mid { base, short, .. } if cost == 1 => short.push(base, ts),
+            Repr::Large { base, large, .. } => {
+                large.push(base, ts, cost);
+                true
+            }
+            _ => false,
+        };
+        if !pushed {
+            self.grow(ts, cost);
+            // The new layout takes the entry: the mid one is chosen only if it does.
+            self.push(ts, cost);
+        }
+    }
+
+    /// Moves a u16 layout that refused `(ts, cost)` to the mid layout if that takes it (a unit
+    /// entry within u16 ms of the oldest, and room), else to the large layout.
+    fn grow(&mut self, ts: u64, cost: u64) {
+        let horizon = self.horizon_ms() as u32;
+        let AnyView::Short(v) = self.view() else {
+            unreachable!("the large layout takes every entry")
+        };
+        let offsets = v.times;
+        let into_mid = matches!(self.0, Repr::Inline { .. })
+            && cost == 1
+            && offsets.len() < MID_CAPACITY
+            && offsets
+                .first()
+                .is_none_or(|&o| ts - (v.base + u64::from(o)) <= u64::from(u16::MAX));
+        self.0 = if into_mid {
+            Repr::Mid {
+                base: v.base,
+                horizon,
+                short: Box::new(Short::from_offsets(offsets)),
+            }
+        } else {
+            Repr::Large {
+                base: v.base,
+                horizon,
+                large: Box::new(Large::of(offsets)),
+            }
+        };
+    }
+
+    /// Drops the entries before index `start`: those no window within the horizon can see.
+    fn trim(&mut self, start: usize) {
+        match &mut self.0 {
+            Repr::Inline { short, .. } => {
+                if start > 0 {
+                    short.trim(start);
+                }
+                return;
+            }
+            Repr::Mid { short, .. } => short.trim(start),
+            Repr::Large { large, .. } => large.trim(start),
+        }
+        self.shrink();
+    }
+
+    /// Moves a boxed log whose live entries fit in half of a smaller layout into it.
+    fn shrink(&mut self) {
+        let horizon = self.horizon_ms() as u32;
+        let any = self.view();
+        let (n, newest) = with_view!(any, v => (v.len(), v.newest()));
+        let smaller = if n <= SMALL_CAPACITY / 2 && newest.is_none_or(|t| t < INLINE_LIMIT_MS) {
+            with_view!(any, v => Short::of(v)).map(|(base, short)| {
+                let (base_lo, base_hi) = split_base(base);
+                Repr::Inline {
+                    base_lo,
+                    base_hi,
+                    horizon,
+                    short,
+                }
+            })
+        } else if n <= MID_CAPACITY / 2 && matches!(self.0, Repr::Large { .. }) {
+            with_view!(any, v => Short::of(v)).map(|(base, short)| Repr::Mid {
+                base,
+                horizon,
+                short: Box::new(short),
+            })
+        } else {
+            None
+        };
+        if let Some(repr) = smaller {
+            self.0 = repr;
+        }
+    }
+
+    fn view(&self) -> AnyView<'_> {
+        match &self.0 {
+            Repr::Inline {
+                base_lo,
+                base_hi,
+                short,
+                ..
+            } => AnyView::Short(View {
+                base: join_base(*base_lo, *base_hi),
+                head: 0,
+                times: short.offsets(),
+                cum: &[],
+            }),
+            Repr::Mid { base, short, .. } => AnyView::Short(View {
+                base: *base,
+                head: 0,
+                times: short.offsets(),
+                cum: &[],
+            }),
+            Repr::Large { base, large, .. } => AnyView::Large(View {
+                base: *base,
+                head: large.head,
+                times: &large.times,
+                cum: &large.cum,
+            }),
+        }
+    }
+}
+
+impl<T: Copy + Into<u64>> View<'_, T> {
+    /// See `Log::peek`.
+    pub fn peek(&self, now_ms: u64, policies: &[Policy], cost: u64) -> Decision {
         let mut best: Option<(Decision, u64)> = None; // (decision, tie-break key)
         let mut never: Option<Decision> = None;
         let mut denied = false;
-        let record_at = self.newest_ms().map_or(now_ms, |t| t.max(now_ms));
+        let record_at = self.newest().map_or(now_ms, |t| t.max(now_ms));
 
         for p in policies {
             let start = self.window_start(now_ms, p.window_ms);
@@ -232,218 +667,42 @@ impl Log {
         })
     }
 
-    /// RATELIMIT.CHECK: decides, and if allowed records `cost` at `now_ms`. Returns the
-    /// decision and whether anything was recorded (so the caller knows to replicate).
-    pub fn check(&mut self, now_ms: u64, policies: &[Policy], cost: u64) -> (Decision, bool) {
-        let decision = self.peek(now_ms, policies, cost);
-        let recorded = decision.allowed && cost > 0;
-        if recorded {
-            let horizon = policies.iter().map(|p| p.window_ms).max().unwrap_or(1);
-            self.record(now_ms, cost, horizon);
-        }
-        (decision, recorded)
-    }
-
-    /// Appends `cost` at `max(now_ms, newest)` (the log stays ordered if the clock steps
-    /// back), after dropping entries older than the horizon. This is the replicated effect of
-    /// an allowed CHECK: deterministic given the log, `now_ms`, `cost` and `horizon_ms`.
-    pub fn record(&mut self, now_ms: u64, cost: u64, horizon_ms: u64) {
-        debug_assert!(cost > 0 && (1..=MAX_WINDOW_MS).contains(&horizon_ms));
-        self.horizon = self.horizon.max(horizon_ms.min(MAX_WINDOW_MS) as u32);
-        self.trim(now_ms);
-        let ts = self.newest_ms().map_or(now_ms, |t| t.max(now_ms));
-        if self.is_empty() {
-            self.store = Store::default();
-            self.base = ts;
-        }
-        self.push(ts, cost);
-    }
-
-    fn push(&mut self, ts: u64, cost: u64) {
-        if let Store::Small { len, offsets } = &mut self.store {
-            let n = usize::from(*len);
-            // Keep `base` at the oldest entry so the u16 offsets reach as far as they can.
-            if n > 0 && offsets[0] > 0 {
-                let shift = offsets[0];
-                offsets[..n].iter_mut().for_each(|o| *o -= shift);
-                self.base += u64::from(shift);
-            }
-            match u16::try_from(ts - self.base) {
-                Ok(offset) if cost == 1 && n < SMALL_CAPACITY => {
-                    offsets[n] = offset;
-                    *len += 1;
-                    return;
-                }
-                _ => self.grow(),
-            }
-        }
-        if ts - self.base > MAX_WINDOW_MS {
-            self.rebase();
-        }
-        let Store::Large(l) = &mut self.store else {
-            unreachable!("grown above")
-        };
-        let weighted = cost != 1 || !l.cum.is_empty();
-        if weighted {
-            let before = if l.cum.is_empty() {
-                l.times.len() as u64
-            } else {
-                l.cum.last().copied().unwrap_or(0)
-            };
-            if l.cum.is_empty() {
-                // First entry of another cost: from now on costs are explicit.
-                l.cum = (1..=l.times.len() as u64).collect();
-            }
-            l.cum.push(before.wrapping_add(cost));
-        }
-        l.times.push((ts - self.base) as u32);
-    }
-
-    /// Moves a small log to the large layout.
-    fn grow(&mut self) {
-        if let Store::Small { len, offsets } = &self.store {
-            // Room for one more than the small layout holds, then doubling: 16, 32, ... 1024
-            // slots, so a log of 1,000 entries takes about 4 bytes each.
-            let mut times = Vec::with_capacity(SMALL_CAPACITY + 1);
-            times.extend(offsets[..usize::from(*len)].iter().map(|&o| u32::from(o)));
-            self.store = Store::Large(Box::new(Large {
-                head: 0,
-                times,
-                cum: Vec::new(),
-            }));
-        }
-    }
-
-    /// Drops the entries that no window within the horizon can see any more.
-    fn trim(&mut self, now_ms: u64) {
-        let start = self.window_start(now_ms, self.horizon_ms());
-        match &mut self.store {
-            Store::Small { len, offsets } => {
-                offsets.copy_within(start..usize::from(*len), 0);
-                *len -= start as u8;
-            }
-            Store::Large(l) => {
-                l.head = start;
-                let mostly_dead = l.head > 16 && l.head * 2 > l.times.len();
-                if mostly_dead {
-                    self.compact();
-                }
-                self.shrink_if_small();
-            }
-        }
-    }
-
-    /// A large log whose live entries fit the small limits again moves back.
-    fn shrink_if_small(&mut self) {
-        let Store::Large(l) = &self.store else {
-            return;
-        };
-        let live = &l.times[l.head..];
-        let fits = live.len() <= SMALL_CAPACITY / 2
-            && l.cum.is_empty()
-            && live
-                .last()
-                .is_none_or(|&last| last - live[0] <= u32::from(u16::MAX));
-        if fits {
-            let first = live.first().copied().unwrap_or(0);
-            let mut offsets = [0; SMALL_CAPACITY];
-            for (o, &t) in offsets.iter_mut().zip(live) {
-                *o = (t - first) as u16;
-            }
-            self.base += u64::from(first);
-            self.store = Store::Small {
-                len: live.len() as u8,
-                offsets,
-            };
-        }
-    }
-
-    /// Physically removes dead entries of a large log and releases memory mostly unused.
-    fn compact(&mut self) {
-        let Store::Large(l) = &mut self.store else {
-            return;
-        };
-        let head = l.head;
-        l.times.drain(..head);
-        if !l.cum.is_empty() && head > 0 {
-            // Keep `cum[i]` = total cost of entries `0..=i` for the new index 0.
-            let dropped = l.cum[head - 1];
-            l.cum.drain(..head);
-            for c in &mut l.cum {
-                *c = c.wrapping_sub(dropped);
-            }
-        }
-        l.head = 0;
-        if l.times.capacity() > 4 * l.times.len().max(4) {
-            l.times.shrink_to(2 * l.times.len());
-            l.cum.shrink_to(2 * l.cum.len());
-        }
-    }
-
-    /// Moves `base` to the oldest live entry so new offsets fit in u32 again.
-    fn rebase(&mut self) {
-        self.compact();
-        let Store::Large(l) = &mut self.store else {
-            return;
-        };
-        let shift = l.times.first().copied().unwrap_or(0);
-        for t in &mut l.times {
-            *t -= shift;
-        }
-        self.base += u64::from(shift);
-    }
-
-    /// Index of the first live entry.
-    fn head(&self) -> usize {
-        match &self.store {
-            Store::Small { .. } => 0,
-            Store::Large(l) => l.head,
-        }
-    }
-
     /// One past the index of the newest entry.
     fn end(&self) -> usize {
-        match &self.store {
-            Store::Small { len, .. } => usize::from(*len),
-            Store::Large(l) => l.times.len(),
-        }
+        self.times.len()
+    }
+
+    fn len(&self) -> usize {
+        self.end() - self.head
+    }
+
+    fn newest(&self) -> Option<u64> {
+        (self.len() > 0).then(|| self.ts(self.end() - 1))
     }
 
     fn ts(&self, i: usize) -> u64 {
-        self.base
-            + match &self.store {
-                Store::Small { offsets, .. } => u64::from(offsets[i]),
-                Store::Large(l) => u64::from(l.times[i]),
-            }
+        self.base + self.times[i].into()
     }
 
     /// Total cost of entries `from..to` (absolute indices).
     fn cost_between(&self, from: usize, to: usize) -> u64 {
-        match &self.store {
-            Store::Large(l) if !l.cum.is_empty() => {
-                let upto = |i: usize| if i == 0 { 0 } else { l.cum[i - 1] };
-                upto(to).wrapping_sub(upto(from))
-            }
-            _ => (to - from) as u64,
+        if self.cum.is_empty() {
+            return (to - from) as u64;
         }
+        let upto = |i: usize| if i == 0 { 0 } else { self.cum[i - 1] };
+        upto(to).wrapping_sub(upto(from))
     }
 
     /// First live index whose entry is still inside a window of `window_ms` ending at `now_ms`.
     fn window_start(&self, now_ms: u64, window_ms: u64) -> usize {
         // Entry t is in the window iff t + window > now, i.e. offset > now - window - base.
-        let head = self.head();
         let Some(cutoff) = now_ms
             .checked_sub(window_ms)
             .and_then(|c| c.checked_sub(self.base))
         else {
-            return head;
+            return self.head;
         };
-        head + match &self.store {
-            Store::Small { len, offsets } => {
-                offsets[..usize::from(*len)].partition_point(|&t| u64::from(t) <= cutoff)
-            }
-            Store::Large(l) => l.times[head..].partition_point(|&t| u64::from(t) <= cutoff),
-        }
+        self.head + self.times[self.head..].partition_point(|&o| o.into() <= cutoff)
     }
 
     /// Exact ms until enough of the window's oldest entries leave it for `cost` to fit.
@@ -451,12 +710,11 @@ impl Log {
         // Entries start..=k must leave, where k is the first index at which the cost dropped
         // since `start` reaches `need`.
         let need = used + cost - p.limit; // > 0 and <= used, since cost <= limit < used + cost
-        let k = match &self.store {
-            Store::Large(l) if !l.cum.is_empty() => {
-                let before = if start == 0 { 0 } else { l.cum[start - 1] };
-                start + l.cum[start..].partition_point(|&c| c.wrapping_sub(before) < need)
-            }
-            _ => start + need as usize - 1,
+        let k = if self.cum.is_empty() {
+            start + need as usize - 1
+        } else {
+            let before = if start == 0 { 0 } else { self.cum[start - 1] };
+            start + self.cum[start..].partition_point(|&c| c.wrapping_sub(before) < need)
         };
         (self.ts(k) + p.window_ms).saturating_sub(now_ms)
     }
@@ -695,29 +953,209 @@ mod tests {
         }
     }
 
+    /// Which layout a log is in.
+    fn layout(log: &Log) -> &'static str {
+        match log.0 {
+            Repr::Inline { .. } => "inline",
+            Repr::Mid { .. } => "mid",
+            Repr::Large { .. } => "large",
+        }
+    }
+
     #[test]
-    fn a_small_log_is_one_48_byte_value_and_moves_between_layouts_without_losing_entries() {
-        assert_eq!(std::mem::size_of::<Log>(), 48);
+    fn every_length_of_a_u16_layout_maps_to_itself() {
+        for n in 0..=MID_CAPACITY {
+            assert_eq!(Len::of(n) as usize, n);
+        }
+    }
+
+    #[test]
+    fn a_small_log_is_one_32_byte_value_and_twelve_entries_add_one_64_byte_box() {
+        assert_eq!(std::mem::size_of::<Log>(), 32);
         let p = [pol(100, 60_000)];
         let mut log = Log::new();
-        for t in 0..10 {
-            log.check(t * 1000, &p, 1);
+        for t in 0..12 {
+            log.check(1_700_000_000_000 + t * 1000, &p, 1);
+            let heap = if t < 10 { 0 } else { 64 };
+            assert_eq!(log.heap_bytes(), heap, "{} entries", t + 1);
         }
-        assert_eq!(log.heap_bytes(), 0, "10 unit entries stay inline");
-        for t in 10..40 {
-            log.check(t * 1000, &p, 1);
-        }
-        assert!(log.heap_bytes() > 0, "40 entries need the large layout");
-        // 60 s after the 40th entry only the new one remains: back to inline.
-        log.check(99_000, &p, 1);
-        assert_eq!(log.entries().map(|e| e.0).collect::<Vec<_>>(), vec![99_000]);
-        assert_eq!(log.heap_bytes(), 0);
-        // A gap wider than u16 milliseconds also needs the large layout.
+        assert_eq!(log.len(), 12);
+        assert!(log.heap_bytes() <= 64);
+    }
+
+    #[test]
+    fn unit_logs_move_through_the_layouts_at_their_capacities_and_back() {
+        // The layout a growing log of n unit entries within 65.5 s is in.
+        let growing = |n: usize| {
+            if n <= SMALL_CAPACITY {
+                "inline"
+            } else if n <= MID_CAPACITY {
+                "mid"
+            } else {
+                "large"
+            }
+        };
+        let p = [pol(100, 60_000)];
         let mut log = Log::new();
-        log.check(0, &[pol(5, 3_600_000)], 1);
-        log.check(70_000, &[pol(5, 3_600_000)], 1);
-        assert_eq!(log.entries().collect::<Vec<_>>(), vec![(0, 1), (70_000, 1)]);
-        assert_eq!(log.peek(70_000, &[pol(5, 3_600_000)], 1).remaining, 2);
+        let mut want: Vec<(u64, u64)> = Vec::new();
+        let mut check = |log: &mut Log, now: u64, expected: &str| {
+            assert!(log.check(now, &p, 1).0.allowed);
+            want.retain(|&(t, _)| t + 60_000 > now);
+            want.push((now, 1));
+            assert_eq!(log.entries().collect::<Vec<_>>(), want, "at {now}");
+            assert_eq!(layout(log), expected, "{} entries at {now}", want.len());
+        };
+        // 1..=10 inline, 11..=31 in the mid box, the 32nd moves to the large layout.
+        for i in 0..32 {
+            check(&mut log, i * 1000, growing(i as usize + 1));
+        }
+        // At 76.5 s the 15 entries at 17..=31 s are live: they fit in half of the mid layout.
+        check(&mut log, 76_500, "mid");
+        assert_eq!(log.heap_bytes(), 64);
+        // 7 live entries (26..=31 s and 76.5 s) stay in the mid box; 5 (29..=31, 76.5 and
+        // 85.5 s) go back inline.
+        check(&mut log, 85_500, "mid");
+        check(&mut log, 88_500, "inline");
+        assert_eq!(log.len(), 6);
+        assert_eq!(log.heap_bytes(), 0);
+        // 3 entries stay live (76.5..=88.5 s) while 37 more arrive.
+        for i in 0..37 {
+            check(&mut log, 100_000 + i * 100, growing(4 + i as usize));
+        }
+        // A large log whose entries all expired goes straight back inline.
+        check(&mut log, 200_000, "inline");
+        assert_eq!(log.len(), 1);
+    }
+
+    #[test]
+    fn entries_that_do_not_fit_u16_offsets_go_to_the_large_layout_from_any_layout() {
+        // Within u16 ms of the oldest live entry (not of the first one) still fits: the base
+        // moves up when needed.
+        for (n, expected) in [(1, "inline"), (15, "mid")] {
+            let p = [pol(100, 65_500)];
+            let mut log = Log::new();
+            for i in 0..n {
+                log.check(i, &p, 1);
+            }
+            for i in 600..606 {
+                log.check(i, &p, 1);
+            }
+            // The first n entries leave; 65,550 ms from the first, 64,950 from the oldest.
+            log.check(65_550, &p, 1);
+            assert_eq!(layout(&log), expected);
+            let mut want: Vec<(u64, u64)> = (600..606).map(|t| (t, 1)).collect();
+            want.push((65_550, 1));
+            assert_eq!(log.entries().collect::<Vec<_>>(), want);
+        }
+        let p = [pol(100, 3_600_000)];
+        // A gap wider than u16 milliseconds, from the inline layout and from the mid one.
+        for n in [1, 20] {
+            let mut log = Log::new();
+            for i in 0..n {
+                log.check(i, &p, 1);
+            }
+            log.check(70_000, &p, 1);
+            assert_eq!(layout(&log), "large");
+            let mut want: Vec<(u64, u64)> = (0..n).map(|i| (i, 1)).collect();
+            want.push((70_000, 1));
+            assert_eq!(log.entries().collect::<Vec<_>>(), want);
+            assert_eq!(log.peek(70_000, &p, 1).remaining, 100 - n - 2);
+        }
+    }
+
+    #[test]
+    fn weighted_entries_go_to_the_large_layout_from_every_phase_and_leave_with_it() {
+        let p = [pol(1000, 10_000)];
+        for n in [0, 3, SMALL_CAPACITY, 20, MID_CAPACITY, 40] {
+            let mut log = Log::new();
+            let mut want = Vec::new();
+            for i in 0..n as u64 {
+                log.check(i * 10, &p, 1);
+                want.push((i * 10, 1));
+            }
+            log.check(1000, &p, 3);
+            want.push((1000, 3));
+            assert_eq!(layout(&log), "large", "after {n} unit entries");
+            log.check(1001, &p, 1);
+            want.push((1001, 1));
+            assert_eq!(log.entries().collect::<Vec<_>>(), want);
+            let used: u64 = want.iter().map(|e| e.1).sum();
+            assert_eq!(log.peek(1001, &p, 1).remaining, 1000 - used - 1);
+            // Once the weighted entry has left, the unit entries that remain go back inline.
+            log.check(11_000, &p, 1);
+            assert_eq!(
+                log.entries().collect::<Vec<_>>(),
+                vec![(1001, 1), (11_000, 1)]
+            );
+            assert_eq!(layout(&log), "inline", "after {n} unit entries");
+        }
+    }
+
+    #[test]
+    fn timestamps_from_2_pow_48_use_a_boxed_layout_with_a_full_base() {
+        let p = [pol(100, 60_000)];
+        let big = 1u64 << 48;
+        // Decoded: an inline log whose next entry crosses 2^48 moves to the mid box.
+        let mut log = Log::from_entries(60_000, [(big - 2, 1), (big + 3, 1)]).unwrap();
+        assert_eq!(layout(&log), "mid");
+        assert_eq!(
+            log.entries().collect::<Vec<_>>(),
+            vec![(big - 2, 1), (big + 3, 1)]
+        );
+        // It stays boxed when it shrinks: the inline base holds 48 bits only.
+        log.check(big + 61_000, &p, 1);
+        assert_eq!(log.entries().collect::<Vec<_>>(), vec![(big + 61_000, 1)]);
+        assert_eq!(layout(&log), "mid");
+        assert_eq!(log.peek(big + 61_000, &p, 1).remaining, 98);
+        // Up to i64::MAX, in every layout.
+        let top = i64::MAX as u64;
+        for n in [1, 12, 40] {
+            let entries: Vec<(u64, u64)> = (0..n).map(|i| (top - 100 + i, 1)).collect();
+            let log = Log::from_entries(60_000, entries.clone()).unwrap();
+            assert_eq!(
+                layout(&log),
+                if n <= MID_CAPACITY as u64 {
+                    "mid"
+                } else {
+                    "large"
+                }
+            );
+            assert_eq!(log.entries().collect::<Vec<_>>(), entries);
+            assert_eq!(log.peek(top, &[pol(100, 60_000)], 1).remaining, 100 - n - 1);
+        }
+        let weighted = Log::from_entries(60_000, [(top, 7)]).unwrap();
+        assert_eq!(layout(&weighted), "large");
+        assert_eq!(weighted.entries().collect::<Vec<_>>(), vec![(top, 7)]);
+        // Recording near i64::MAX (RATELIMIT.RECORD's largest `now_ms`) works the same way.
+        let mut log = Log::new();
+        log.check(top - 1000, &p, 1);
+        log.check(top - 999, &p, 1);
+        assert_eq!(layout(&log), "mid");
+        assert_eq!(
+            log.entries().collect::<Vec<_>>(),
+            vec![(top - 1000, 1), (top - 999, 1)]
+        );
+    }
+
+    #[test]
+    fn a_clock_that_steps_back_keeps_every_layout_ordered() {
+        let p = [pol(100, 60_000)];
+        for (n, expected) in [(3, "inline"), (20, "mid"), (40, "large")] {
+            let mut log = Log::new();
+            for i in 0..n {
+                log.check(10_000 + i * 100, &p, 1);
+            }
+            let newest = log.newest_ms().unwrap();
+            assert!(log.check(5_000, &p, 1).0.allowed);
+            assert_eq!(layout(&log), expected);
+            assert_eq!(log.len(), n as usize + 1);
+            let times: Vec<u64> = log.entries().map(|e| e.0).collect();
+            assert!(
+                times.windows(2).all(|w| w[0] <= w[1]),
+                "{expected}: {times:?}"
+            );
+            assert_eq!(times.last(), Some(&newest));
+        }
     }
 
     #[test]
@@ -735,9 +1173,10 @@ mod tests {
     fn unit_cost_logs_stay_exact_across_layout_changes() {
         for seed in 100..120 {
             let mut rng = Lcg(seed);
-            let policies = [pol(12, 2000), pol(30, 20_000)];
+            let policies = [pol(12, 2000), pol(45, 20_000)];
             let mut log = Log::new();
             let mut admitted: Vec<u64> = Vec::new();
+            let mut seen = std::collections::BTreeSet::new();
             let mut now = 0;
             for _ in 0..3000 {
                 // Bursts and long pauses move the log between layouts.
@@ -765,7 +1204,9 @@ mod tests {
                     .filter(|&t| t + 20_000 > now)
                     .collect();
                 assert_eq!(kept, live, "seed {seed} t={now}");
+                seen.insert(layout(&log));
             }
+            assert_eq!(seen.len(), 3, "seed {seed} visits every layout: {seen:?}");
         }
     }
 
