@@ -51,20 +51,24 @@ pub extern "C" fn add(ctx: Ctx, argv: *mut RStr, argc: c_int) -> c_int {
         // already names it is sent as it is), and the expiry as an absolute time, so they
         // apply exactly what the primary applied.
         let ttl = config::series_ttl_ms();
-        let consumed = effects::consumed(ctx, reply.ctx_flags());
-        if explicit_ts {
-            raw::replicate_verbatim(ctx);
-        } else if consumed {
-            replicate_add(ctx, args[1], args[2], ts);
-        } else {
-            effects::skip(ctx);
-        }
-        if ttl > 0 {
-            let at = now.saturating_add(ttl);
+        let expire_at = (ttl > 0).then(|| now.saturating_add(ttl));
+        if let Some(at) = expire_at {
             key.expire_at(at);
-            if consumed {
+        }
+        if explicit_ts && expire_at.is_none() {
+            // The command as sent is the whole effect: nothing to build.
+            raw::replicate_verbatim(ctx);
+        } else if effects::consumed(ctx, reply.ctx_flags()) {
+            if explicit_ts {
+                raw::replicate_verbatim(ctx);
+            } else {
+                replicate_add(ctx, args[1], args[2], ts);
+            }
+            if let Some(at) = expire_at {
                 replicate_pexpireat(ctx, args[1], at);
             }
+        } else {
+            effects::skip(ctx);
         }
         reply.uint(count);
         Ok(())
