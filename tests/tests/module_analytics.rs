@@ -206,53 +206,42 @@ fn range_returns_non_empty_buckets_oldest_first() {
         .is_err());
 }
 
+fn config_get(c: &mut redis::Connection, name: &str) -> Vec<String> {
+    redis::cmd("CONFIG").arg("GET").arg(name).query(c).unwrap()
+}
+
+fn config_set(c: &mut redis::Connection, name: &str, value: &str) -> redis::RedisResult<()> {
+    redis::cmd("CONFIG")
+        .arg("SET")
+        .arg(name)
+        .arg(value)
+        .query(c)
+}
+
 #[test]
 fn configuration_is_readable_settable_and_bounds_windows() {
     let s = ServerConfig::new(tally_tests::Flavor::Redis)
         .arg("--tally.retention-ms", "120000")
         .start();
     let mut c = s.conn();
-    let v: Vec<String> = redis::cmd("CONFIG")
-        .arg("GET")
-        .arg("tally.retention-ms")
-        .query(&mut c)
-        .unwrap();
+    let v: Vec<String> = config_get(&mut c, "tally.retention-ms");
     assert_eq!(v, ["tally.retention-ms", "120000"]);
     assert!(s
         .run(&mut c, &["METRIC.SUMMARY", "k", "WINDOW", "120001"])
         .is_err());
-    let _: () = redis::cmd("CONFIG")
-        .arg("SET")
-        .arg("tally.retention-ms")
-        .arg("600000")
-        .query(&mut c)
-        .unwrap();
+    config_set(&mut c, "tally.retention-ms", "600000").unwrap();
     s.run(&mut c, &["METRIC.SUMMARY", "k", "WINDOW", "600000"])
         .unwrap();
-    let err = redis::cmd("CONFIG")
-        .arg("SET")
-        .arg("tally.retention-ms")
-        .arg("999")
-        .query::<()>(&mut c);
+    let err = config_set(&mut c, "tally.retention-ms", "999");
     assert!(err.is_err(), "below the 1000 ms minimum");
     // Idle expiry: every add sets the TTL.
     let ttl: i64 = {
-        let _: () = redis::cmd("CONFIG")
-            .arg("SET")
-            .arg("tally.series-ttl-ms")
-            .arg("50000")
-            .query(&mut c)
-            .unwrap();
+        config_set(&mut c, "tally.series-ttl-ms", "50000").unwrap();
         s.run(&mut c, &["METRIC.ADD", "idle", "1"]).unwrap();
         redis::cmd("PTTL").arg("idle").query(&mut c).unwrap()
     };
     assert!((40_000..=50_000).contains(&ttl), "{ttl}");
-    let _: () = redis::cmd("CONFIG")
-        .arg("SET")
-        .arg("tally.series-ttl-ms")
-        .arg("0")
-        .query(&mut c)
-        .unwrap();
+    config_set(&mut c, "tally.series-ttl-ms", "0").unwrap();
     s.run(&mut c, &["METRIC.ADD", "kept", "1"]).unwrap();
     let ttl: i64 = redis::cmd("PTTL").arg("kept").query(&mut c).unwrap();
     assert_eq!(ttl, -1, "off by default: no expiry");
@@ -264,11 +253,7 @@ fn module_arguments_configure_and_bad_ones_refuse_to_load() {
     cfg.module_args = vec!["retention-ms".into(), "300000".into()];
     let s = cfg.start();
     let mut c = s.conn();
-    let v: Vec<String> = redis::cmd("CONFIG")
-        .arg("GET")
-        .arg("tally.retention-ms")
-        .query(&mut c)
-        .unwrap();
+    let v: Vec<String> = config_get(&mut c, "tally.retention-ms");
     assert_eq!(v[1], "300000");
     drop(c);
     drop(s);
