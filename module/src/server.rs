@@ -103,7 +103,7 @@ impl Reply {
         if self.resp3 {
             raw::reply_with_double(self.ctx, v);
         } else {
-            let mut buf = ryu::Buffer::new();
+            let mut buf = zmij::Buffer::new();
             self.bulk(format_double(&mut buf, v).as_bytes());
         }
     }
@@ -146,9 +146,9 @@ impl Reply {
     }
 }
 
-/// Shortest text that parses back to exactly `v` (ryu: no allocation; "inf"/"-inf" for the
+/// Shortest text that parses back to exactly `v` (zmij: no allocation; "inf"/"-inf" for the
 /// overflowed sums of huge values).
-pub fn format_double(buf: &mut ryu::Buffer, v: f64) -> &str {
+pub fn format_double(buf: &mut zmij::Buffer, v: f64) -> &str {
     if v.is_finite() {
         buf.format_finite(v)
     } else if v.is_nan() {
@@ -301,7 +301,7 @@ mod tests {
 
     #[test]
     fn doubles_are_spelled_short_and_exact() {
-        let mut buf = ryu::Buffer::new();
+        let mut buf = zmij::Buffer::new();
         for v in [
             0.0,
             75.0,
@@ -318,5 +318,7 @@ mod tests {
         }
         assert_eq!(format_double(&mut buf, 75.0), "75.0");
         assert_eq!(format_double(&mut buf, f64::INFINITY), "inf");
+        assert_eq!(format_double(&mut buf, 1e300), "1e+300");
+        assert_eq!(format_double(&mut buf, 1.5e-7), "1.5e-7");
     }
 }
