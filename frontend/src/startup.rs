@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use actix_web::dev::{Server, ServerHandle, Service};
-use actix_web::middleware::Logger;
+use actix_web::middleware::{Condition, Logger};
 use actix_web::{web, App, HttpServer};
 
 use crate::breaker::{Breaker, Clock, SystemClock, DEFAULT_TRIAL_CALLS};
@@ -52,6 +52,8 @@ impl std::error::Error for StartupError {}
 
 /// How long a SIGTERM waits for requests in flight.
 const SHUTDOWN_TIMEOUT_S: u64 = 10;
+/// The `log` target of actix's `Logger` middleware (one info line per request).
+const ACCESS_LOG_TARGET: &str = "actix_web::middleware::logger";
 
 pub struct Application {
     port: u16,
@@ -93,6 +95,9 @@ impl Application {
         ));
         let telemetry = Arc::new(Telemetry::default());
         let policy = Policy::new(config.rate_limit, config.rate_window_s);
+        // Access lines are info records of actix's logger: when `RUST_LOG` hides them, the
+        // middleware is left out rather than formatting each request for nothing.
+        let access_log = log::log_enabled!(target: ACCESS_LOG_TARGET, log::Level::Info);
         let server = HttpServer::new(move || {
             // Runs once per worker, on its thread: the connection's tasks live there too.
             let state = web::Data::new(AppState {
@@ -118,7 +123,10 @@ impl Application {
                     }
                 })
                 // One line per request; %a is the TCP peer (not a forwarded header).
-                .wrap(Logger::new("%a \"%r\" %s %b %Dms"))
+                .wrap(Condition::new(
+                    access_log,
+                    Logger::new("%a \"%r\" %s %b %Dms"),
+                ))
                 .configure(routes::configure)
                 .default_service(web::to(routes::not_found))
         })
