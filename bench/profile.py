@@ -7,7 +7,9 @@ and the top functions (inclusive) of each profile; the callgrind files stay in
 bench-results/profile-<time>/ for callgrind_annotate or kcachegrind.
 
     python3 bench/profile.py [NAME ...]     # default: every command below
-    (BENCH_PROFILE_N=20000 requests per command)
+    (BENCH_PROFILE_N=20000 requests per command, BENCH_PROFILE_KEYS=10000 keys;
+     BENCH_PROFILE_CACHE=1 adds callgrind's cache simulation: data reads that miss the
+     first-level and the last-level cache, per request)
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench as b  # noqa: E402
 
 N = int(os.environ.get("BENCH_PROFILE_N", "20000"))
-KEYS = 10_000
+KEYS = int(os.environ.get("BENCH_PROFILE_KEYS", "10000"))
+CACHE = os.environ.get("BENCH_PROFILE_CACHE", "0") == "1"
 
 
 def commands(shas: dict[str, str]) -> dict[str, list[str]]:
@@ -56,10 +59,14 @@ def filler(name: str, cmds: dict[str, list[str]]) -> list[str]:
     return cmds[name]
 
 
-def total_ir(path: Path) -> int:
+def totals(path: Path) -> dict[str, int]:
+    """The dump's event totals by name (Ir, and with the cache simulation D1mr, DLmr, ...)."""
+    events = None
     for line in path.read_text(errors="replace").splitlines():
-        if line.startswith(("summary:", "totals:")):
-            return int(line.split()[1])
+        if line.startswith("events:"):
+            events = line.split()[1:]
+        elif line.startswith(("summary:", "totals:")) and events:
+            return dict(zip(events, map(int, line.split()[1:])))
     raise b.BenchError(f"no totals in {path}")
 
 
@@ -73,6 +80,8 @@ def main() -> int:
     module = b.WORK / "libtally.so"
     shutil.copy2(os.environ.get("TALLY_MODULE", b.ROOT / "target/release/libtally.so"), module)
     wrapper = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}/callgrind.out"]
+    if CACHE:
+        wrapper.append("--cache-sim=yes")
     srv = b.Server(module, wrapper=wrapper, start_timeout=120)
     pid = srv.proc.pid
     rows = []
@@ -96,8 +105,9 @@ def main() -> int:
             if not dumped:
                 raise b.BenchError("callgrind wrote no dump")
             dump = dumped[-1].rename(out / f"{name}.callgrind")
-            ir = total_ir(dump) / N
-            rows.append((name, ir))
+            t = {k: v / N for k, v in totals(dump).items()}
+            ir = t["Ir"]
+            rows.append((name, ir, t.get("D1mr"), t.get("DLmr")))
             b.log(f"profile: {name}: {ir:,.0f} instructions per request")
             ann = subprocess.run(["callgrind_annotate", "--inclusive=yes", str(dump)],
                                  capture_output=True, text=True).stdout
@@ -105,12 +115,18 @@ def main() -> int:
     finally:
         srv.close()
         b.stop_all()
-    incr = dict(rows).get("INCR")
+    incr = next((ir for name, ir, _, _ in rows if name == "INCR"), None)
     sha = hashlib.sha256(module.read_bytes()).hexdigest()[:16] if module.exists() else "?"
     print(f"\nmodule sha256 {sha}, {N:,} requests per command, -c 50 -P 16, {KEYS:,} keys")
-    print("\n| command | instructions / request | vs INCR |\n|---|---|---|")
-    for name, ir in rows:
-        print(f"| {name} | {ir:,.0f} | {ir / incr:.2f}x |" if incr else f"| {name} | {ir:,.0f} | |")
+    head = "| command | instructions / request | vs INCR |"
+    if CACHE:
+        head += " D1 read misses / request | LL read misses / request |"
+    print(f"\n{head}\n|{'---|' * (head.count(' | ') + 1)}")
+    for name, ir, d1, ll in rows:
+        line = f"| {name} | {ir:,.0f} | " + (f"{ir / incr:.2f}x |" if incr else " |")
+        if CACHE:
+            line += f" {d1:,.1f} | {ll:,.1f} |"
+        print(line)
     print(f"\nprofiles: {out}/<command>.txt (callgrind_annotate --inclusive=yes)")
     return 0
 
