@@ -169,11 +169,18 @@ impl Default for Series {
 /// Aggregates and quantiles of a set of buckets (or of the whole series).
 fn summarize(agg: &Aggregates, sketches: &[&Sketch]) -> Option<Summary> {
     let mut s = agg.summary()?;
-    let q = Quantiles::of(sketches);
+    let fractions = QUANTILES.map(|(_, num, den)| (num, den));
     // The aggregates' min and max bound the sketch's samples only if it holds all of them
     // (a series loaded from the v1 encoding has a sketch of the newer samples only).
-    let bounds = (q.total() == s.count).then_some((s.min, s.max));
-    s.quantiles = q.quantiles(&QUANTILES.map(|(_, num, den)| (num, den)), bounds);
+    let bounds = |total: u64| (total == s.count).then_some((s.min, s.max));
+    s.quantiles = match sketches {
+        // One sketch (the all-time summary, a one-bucket window): walked in place.
+        [one] => one.quantiles(&fractions, bounds(one.total())),
+        _ => {
+            let q = Quantiles::of(sketches);
+            q.quantiles(&fractions, bounds(q.total()))
+        }
+    };
     Some(s)
 }
 

@@ -175,6 +175,21 @@ impl Sketch {
         self.bins.iter().map(|&b| (index(b), u64::from(count(b))))
     }
 
+    /// Samples held.
+    pub fn total(&self) -> u64 {
+        self.bins.iter().map(|&b| u64::from(count(b))).sum()
+    }
+
+    /// [`Quantiles::quantiles`] of this sketch alone, walking its entries in place (they are
+    /// sorted already): no copy, no allocation.
+    pub fn quantiles<const N: usize>(
+        &self,
+        fractions: &[(u64, u64); N],
+        bounds: Option<(f64, f64)>,
+    ) -> [Option<f64>; N] {
+        walk(self.entries(), self.total(), fractions, bounds)
+    }
+
     /// Encoding: entry count, then each packed entry.
     pub fn to_words(&self) -> &[u32] {
         &self.bins
@@ -237,35 +252,48 @@ impl Quantiles {
         fractions: &[(u64, u64); N],
         bounds: Option<(f64, f64)>,
     ) -> [Option<f64>; N] {
-        let mut out = [None; N];
-        if self.total == 0 {
-            return out;
-        }
-        let (min, max) = bounds.unwrap_or((f64::MIN, f64::MAX));
-        let mut bins = self.bins.iter();
-        let mut seen = 0;
-        let mut current = None;
-        for (slot, &(num, den)) in out.iter_mut().zip(fractions) {
-            if den == 0 {
-                continue;
-            }
-            let rank = (u128::from(num) * u128::from(self.total)).div_ceil(u128::from(den));
-            let rank = (rank.min(u128::from(self.total)) as u64).max(1);
-            *slot = Some(if bounds.is_some() && rank == 1 {
-                min
-            } else if bounds.is_some() && rank == self.total {
-                max
-            } else {
-                while seen < rank {
-                    let Some(&(i, c)) = bins.next() else { break };
-                    seen += c;
-                    current = Some(i);
-                }
-                current.map_or(max, |i| value_of(i).clamp(min, max))
-            });
-        }
-        out
+        walk(self.bins.iter().copied(), self.total, fractions, bounds)
     }
+}
+
+/// The quantiles at `fractions` (increasing) of `bins`: (index, count) in index order, an
+/// index possibly repeated in adjacent entries, `total` the sum of the counts. The value at
+/// rank `ceil(num/den * total)` (1-based, computed exactly in integers); with `bounds`, the
+/// exact `(min, max)` of the samples, the extreme ranks are exact and every estimate is
+/// clamped into them.
+fn walk<const N: usize>(
+    mut bins: impl Iterator<Item = (i32, u64)>,
+    total: u64,
+    fractions: &[(u64, u64); N],
+    bounds: Option<(f64, f64)>,
+) -> [Option<f64>; N] {
+    let mut out = [None; N];
+    if total == 0 {
+        return out;
+    }
+    let (min, max) = bounds.unwrap_or((f64::MIN, f64::MAX));
+    let mut seen = 0;
+    let mut current = None;
+    for (slot, &(num, den)) in out.iter_mut().zip(fractions) {
+        if den == 0 {
+            continue;
+        }
+        let rank = (u128::from(num) * u128::from(total)).div_ceil(u128::from(den));
+        let rank = (rank.min(u128::from(total)) as u64).max(1);
+        *slot = Some(if bounds.is_some() && rank == 1 {
+            min
+        } else if bounds.is_some() && rank == total {
+            max
+        } else {
+            while seen < rank {
+                let Some((i, c)) = bins.next() else { break };
+                seen += c;
+                current = Some(i);
+            }
+            current.map_or(max, |i| value_of(i).clamp(min, max))
+        });
+    }
+    out
 }
 
 #[cfg(test)]
@@ -376,6 +404,49 @@ mod tests {
                 merged.quantile(num, 100, Some((-100.0, 900.0))),
                 single.quantile(num, 100, Some((-100.0, 900.0)))
             );
+        }
+    }
+
+    #[test]
+    fn one_sketch_walked_in_place_answers_like_the_merged_copy() {
+        let mut r = Rng(0xD1B54A32D192ED03);
+        let fractions = [
+            (0, 1),
+            (1, 100),
+            (1, 2),
+            (9, 10),
+            (95, 100),
+            (99, 100),
+            (1, 1),
+        ];
+        let mut cases: Vec<(&str, Sketch)> = vec![("empty", Sketch::new())];
+        let mut wide = Sketch::new();
+        let mut collapsed = Sketch::new();
+        let mut heavy = Sketch::new();
+        for i in 0..50_000 {
+            let x = (r.unit() - 0.3) * 10f64.powi((i % 12) - 4);
+            wide.add(x, ALL_TIME_CAP);
+            collapsed.add(x, 16);
+            // One bin past 65535 samples: continuation entries with the same index.
+            heavy.add(if i % 50 == 0 { -3.0 } else { 7.5 }, BUCKET_CAP);
+            heavy.add(7.5, BUCKET_CAP);
+        }
+        assert!(heavy
+            .to_words()
+            .windows(2)
+            .any(|w| index(w[0]) == index(w[1])));
+        assert_eq!(collapsed.to_words().len(), 16);
+        cases.extend([("wide", wide), ("collapsed", collapsed), ("heavy", heavy)]);
+        for (label, sketch) in &cases {
+            let copy = Quantiles::of(&[sketch]);
+            assert_eq!(sketch.total(), copy.total(), "{label}");
+            for bounds in [None, Some((-1e9, 1e9)), Some((-0.5, 2.0))] {
+                assert_eq!(
+                    sketch.quantiles(&fractions, bounds),
+                    copy.quantiles(&fractions, bounds),
+                    "{label} {bounds:?}"
+                );
+            }
         }
     }
 
