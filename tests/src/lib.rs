@@ -402,6 +402,14 @@ pub fn triangular_root(total: u64) -> (u64, bool) {
     (n, n * (n + 1) / 2 == total)
 }
 
+/// The wall clock in unix milliseconds (the servers' clock, on this machine).
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_millis() as u64
+}
+
 /// Waits until `f` returns true, up to `timeout`; false if it never did.
 pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;

@@ -6,22 +6,13 @@
 #[path = "api_support/mod.rs"]
 mod support;
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use serde_json::{json as j, Value};
 use support::{
     assert_too_many_requests, config, exists, header, json, stored_count, TestApp, EXAMPLE,
 };
 use tally_api::config::Config;
 use tally_api::routes::metrics::rfc3339;
-use tally_tests::{Flavor, Server, ServerConfig};
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock after 1970")
-        .as_millis() as u64
-}
+use tally_tests::{now_ms, Flavor, Server, ServerConfig};
 
 /// Unix ms as the RFC 3339 text the API reads and writes.
 fn ts(ms: u64) -> String {

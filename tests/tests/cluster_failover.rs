@@ -7,24 +7,17 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use tally_tests::cluster::Cluster;
 use tally_tests::redis::{self, Connection, Value};
-use tally_tests::{digest, field_f64, ints, wait_until, Lcg};
+use tally_tests::{digest, field_f64, ints, now_ms, wait_until, Lcg};
 
 const RL_LIMIT: u64 = 30;
 const RL_WINDOW: u64 = 600_000;
 /// Budget of the in-flight rate-limit key: never the reason for a denial.
 const HOT_LIMIT: u64 = 1_000_000_000;
 const WAIT_MS: u64 = 1000;
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
-}
 
 /// Sends `cmd` then `WAIT 1 timeout` in one pipeline on `conn`: (reply, replicas that acked).
 fn write_and_wait(conn: &mut Connection, cmd: &redis::Cmd) -> redis::RedisResult<(Value, i64)> {

@@ -3,11 +3,11 @@
 //! cluster answers a command sequence exactly as a single node does.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use tally_tests::cluster::Cluster;
 use tally_tests::redis::{self, Connection, ConnectionLike, Value};
-use tally_tests::{digest, ints, Flavor, Lcg, Server};
+use tally_tests::{digest, ints, now_ms, Flavor, Lcg, Server};
 
 fn rl_key(i: u64) -> String {
     format!("ratelimit:client-{i}")
@@ -94,13 +94,6 @@ fn comparable(words: &[String], reply: &Value) -> Value {
     } else {
         reply.clone()
     }
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
 }
 
 #[test]

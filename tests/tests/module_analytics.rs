@@ -2,14 +2,7 @@
 //! expiry, and the module configuration.
 
 use tally_tests::redis::{self, Value};
-use tally_tests::{field_f64, pairs, Server, ServerConfig};
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
-}
+use tally_tests::{field_f64, now_ms, pairs, Server, ServerConfig};
 
 #[test]
 fn windows_cover_the_last_window_ms_of_server_time() {
