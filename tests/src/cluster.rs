@@ -92,7 +92,6 @@ pub fn parse_cluster_nodes(reply: &str) -> Vec<NodeLine> {
 /// A running cluster; every node is a [`Server`] (so its log is printed if a test panics).
 pub struct Cluster {
     nodes: Vec<Server>,
-    alive: Vec<bool>,
 }
 
 impl Cluster {
@@ -106,10 +105,7 @@ impl Cluster {
         let started = Instant::now();
         let count = PRIMARIES * (1 + REPLICAS_PER_PRIMARY);
         let nodes: Vec<Server> = (0..count).map(|_| node_config(flavor).start()).collect();
-        let cluster = Cluster {
-            alive: vec![true; nodes.len()],
-            nodes,
-        };
+        let cluster = Cluster { nodes };
         cluster.create();
         cluster.wait_ready();
         eprintln!(
@@ -164,9 +160,8 @@ impl Cluster {
     pub fn live_ports(&self) -> Vec<u16> {
         self.nodes
             .iter()
-            .zip(&self.alive)
-            .filter(|(_, &a)| a)
-            .map(|(n, _)| n.port)
+            .filter(|n| n.is_started())
+            .map(|n| n.port)
             .collect()
     }
 
@@ -239,11 +234,6 @@ impl Cluster {
             .unwrap_or_else(|| panic!("no primary serves slot {slot}\n{}", self.report()))
     }
 
-    /// A plain connection to the primary of `key` (for `WAIT` right behind a write).
-    pub fn primary_conn_for_key(&self, key: &str) -> Connection {
-        self.node_conn(self.primary_for_key(key))
-    }
-
     fn primary_for_slot(&self, conn: &mut Connection, slot: u16) -> Option<u16> {
         slot_owners(conn)
             .ok()?
@@ -278,13 +268,19 @@ impl Cluster {
 
     /// Ports of the live replicas of the primary on `primary_port`.
     pub fn replicas_of(&self, primary_port: u16) -> Vec<u16> {
+        self.live_replicas_of_first(|n| n.port == primary_port)
+    }
+
+    /// Ports of the live replicas of the first node matching `is_owner`, as seen by a live
+    /// node (none if no node matches).
+    fn live_replicas_of_first(&self, is_owner: impl Fn(&NodeLine) -> bool) -> Vec<u16> {
         let live = self.live_ports();
         let view = self.nodes_seen_by(live[0]);
-        let Some(id) = view.iter().find(|n| n.port == primary_port).map(|n| &n.id) else {
+        let Some(owner) = view.iter().find(|n| is_owner(n)) else {
             return Vec::new();
         };
         view.iter()
-            .filter(|n| n.primary_id.as_ref() == Some(id) && live.contains(&n.port))
+            .filter(|n| n.primary_id.as_ref() == Some(&owner.id) && live.contains(&n.port))
             .map(|n| n.port)
             .collect()
     }
@@ -300,7 +296,6 @@ impl Cluster {
     pub fn kill_node(&mut self, port: u16) {
         let i = self.index(port);
         self.nodes[i].kill();
-        self.alive[i] = false;
     }
 
     /// Starts a killed node again on its port and dir (it reloads `nodes.conf` and its AOF,
@@ -308,7 +303,6 @@ impl Cluster {
     pub fn restart_node(&mut self, port: u16) {
         let i = self.index(port);
         self.nodes[i].restart();
-        self.alive[i] = true;
     }
 
     fn index(&self, port: u16) -> usize {
@@ -389,15 +383,7 @@ impl Cluster {
     }
 
     fn replicas_of_dead_owner(&self, slot: u16) -> Vec<u16> {
-        let live = self.live_ports();
-        let view = self.nodes_seen_by(live[0]);
-        let Some(owner) = view.iter().find(|n| n.is_primary() && n.serves(slot)) else {
-            return Vec::new();
-        };
-        view.iter()
-            .filter(|n| n.primary_id.as_ref() == Some(&owner.id) && live.contains(&n.port))
-            .map(|n| n.port)
-            .collect()
+        self.live_replicas_of_first(|n| n.is_primary() && n.serves(slot))
     }
 
     /// Waits (with a deadline, then panics with every log) until every live node reports
@@ -499,7 +485,8 @@ impl Cluster {
     /// `CLUSTER NODES` of every live node and the log of every node, for failure messages.
     pub fn report(&self) -> String {
         let mut out = String::new();
-        for (n, &alive) in self.nodes.iter().zip(&self.alive) {
+        for n in &self.nodes {
+            let alive = n.is_started();
             let _ = writeln!(
                 out,
                 "=== node {} ({}) ===",

@@ -353,11 +353,9 @@ impl Server {
         self.restart_with_args(args);
     }
 
-    pub fn is_running(&mut self) -> bool {
-        match self.child.as_mut() {
-            Some(c) => matches!(c.try_wait(), Ok(None)),
-            None => false,
-        }
+    /// Started and not killed or shut down since.
+    pub fn is_started(&self) -> bool {
+        self.child.is_some()
     }
 }
 
