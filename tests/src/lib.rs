@@ -408,6 +408,43 @@ pub fn now_ms() -> u64 {
         .as_millis() as u64
 }
 
+/// How many samples a series fed 1, 2, 3, ... by one writer holds, asserting they are exactly
+/// 1..=n (a prefix of what was sent). `ctx` names the case in failure messages.
+pub fn metric_prefix(conn: &mut Connection, key: &str, ctx: &str) -> u64 {
+    let s: Value = redis::cmd("METRIC.SUMMARY").arg(key).query(conn).unwrap();
+    let n = field_f64(&s, "count").unwrap_or(0.0) as u64;
+    assert_eq!(
+        field_f64(&s, "sum"),
+        Some((n * (n + 1) / 2) as f64),
+        "{ctx} {key}: samples 1..={n}"
+    );
+    assert_eq!(field_f64(&s, "max"), Some(n as f64), "{ctx} {key}");
+    n
+}
+
+/// How many checks of cost 1, 2, 3, ... by one writer a rate-limit log holds (read with
+/// `RATELIMIT.PEEK key limit window_ms COST 0`), asserting the recorded cost is exactly
+/// 1 + ... + m.
+pub fn ratelimit_prefix(
+    conn: &mut Connection,
+    key: &str,
+    limit: u64,
+    window_ms: u64,
+    ctx: &str,
+) -> u64 {
+    let r: Value = redis::cmd("RATELIMIT.PEEK")
+        .arg(key)
+        .arg(limit)
+        .arg(window_ms)
+        .arg("COST")
+        .arg(0)
+        .query(conn)
+        .unwrap();
+    let (m, exact) = triangular_root(limit - ints(&r)[2] as u64);
+    assert!(exact, "{ctx} {key}: recorded cost is 1 + ... + {m}");
+    m
+}
+
 /// Waits until `f` returns true, up to `timeout`; false if it never did.
 pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;

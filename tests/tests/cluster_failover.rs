@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 
 use tally_tests::cluster::Cluster;
 use tally_tests::redis::{self, Connection, Value};
-use tally_tests::{digest, field_f64, ints, now_ms, wait_until, Lcg};
+use tally_tests::{
+    digest, field_f64, ints, metric_prefix, now_ms, ratelimit_prefix, wait_until, Lcg,
+};
 
 const RL_LIMIT: u64 = 30;
 const RL_WINDOW: u64 = 600_000;
@@ -254,30 +256,15 @@ fn writes_acknowledged_by_wait_survive_a_sigkilled_primary_and_its_replicas_take
 
     // The in-flight series holds samples 1..=n for one n: a prefix of what was sent, covering
     // everything acknowledged (the replica applies the stream in order).
-    let s: Value = redis::cmd("METRIC.SUMMARY")
-        .arg(&hot_series)
-        .query(&mut new)
-        .unwrap();
-    let n = field_f64(&s, "count").unwrap() as u64;
+    let n = metric_prefix(&mut new, &hot_series, "in flight");
     assert!(
         (series_writer.last_acked..=series_writer.sent).contains(&n),
         "{n} samples survive; {} acknowledged, {} sent",
         series_writer.last_acked,
         series_writer.sent
     );
-    assert_eq!(field_f64(&s, "sum"), Some((n * (n + 1) / 2) as f64));
-    assert_eq!(field_f64(&s, "max"), Some(n as f64));
     // The in-flight rate-limit log holds costs 1..=m for one m, likewise.
-    let r: Value = redis::cmd("RATELIMIT.PEEK")
-        .arg(&hot_rl)
-        .arg(HOT_LIMIT)
-        .arg(RL_WINDOW)
-        .arg("COST")
-        .arg(0)
-        .query(&mut new)
-        .unwrap();
-    let (m, exact) = tally_tests::triangular_root(HOT_LIMIT - ints(&r)[2] as u64);
-    assert!(exact, "recorded cost is 1 + 2 + ... + m");
+    let m = ratelimit_prefix(&mut new, &hot_rl, HOT_LIMIT, RL_WINDOW, "in flight");
     assert!(
         (rl_writer.last_acked..=rl_writer.sent).contains(&m),
         "{m} checks survive; {} acknowledged, {} sent",

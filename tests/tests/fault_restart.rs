@@ -10,7 +10,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use tally_tests::redis::{self, Value};
-use tally_tests::{field_f64, ints, wait_until, Flavor, Server, ServerConfig};
+use tally_tests::{
+    ints, metric_prefix, ratelimit_prefix, wait_until, Flavor, Server, ServerConfig,
+};
 
 const WRITERS: usize = 2;
 const LIMIT: u64 = 1_000_000_000;
@@ -161,34 +163,10 @@ fn kill_mid_load_and_restart(
     let mut conn = server.conn();
     let (mut sent, mut acked, mut kept) = (0, 0, 0);
     for (key, w) in keys.iter().zip(&seen) {
+        let ctx = format!("{flavor:?}");
         let n = match kind {
-            Kind::Metric => {
-                let s: Value = redis::cmd("METRIC.SUMMARY")
-                    .arg(key)
-                    .query(&mut conn)
-                    .unwrap();
-                let n = field_f64(&s, "count").unwrap_or(0.0) as u64;
-                assert_eq!(
-                    field_f64(&s, "sum"),
-                    Some((n * (n + 1) / 2) as f64),
-                    "{flavor:?} {key}: samples 1..={n}"
-                );
-                assert_eq!(field_f64(&s, "max"), Some(n as f64), "{flavor:?} {key}");
-                n
-            }
-            Kind::RateLimit => {
-                let r: Value = redis::cmd("RATELIMIT.PEEK")
-                    .arg(key)
-                    .arg(LIMIT)
-                    .arg(WINDOW_MS)
-                    .arg("COST")
-                    .arg(0)
-                    .query(&mut conn)
-                    .unwrap();
-                let (m, exact) = tally_tests::triangular_root(LIMIT - ints(&r)[2] as u64);
-                assert!(exact, "{flavor:?} {key}: recorded cost is 1 + ... + {m}");
-                m
-            }
+            Kind::Metric => metric_prefix(&mut conn, key, &ctx),
+            Kind::RateLimit => ratelimit_prefix(&mut conn, key, LIMIT, WINDOW_MS, &ctx),
         };
         assert!(
             n == w.acked || (n == w.acked + 1 && n == w.sent),
