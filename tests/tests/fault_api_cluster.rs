@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use support::{client, metric_body, send, ApiProc, Seen, REQUEST_BOUND};
+use support::{client, post_metric, send, ApiProc, Seen, REQUEST_BOUND};
 use tally_tests::cluster::Cluster;
 use tally_tests::redis::Value;
 use tally_tests::{field_f64, redis};
@@ -69,10 +69,7 @@ async fn a_primary_dies_under_load_and_nothing_acknowledged_is_lost() {
                 && sent.fetch_add(1, Ordering::Relaxed) < MAX_REQUESTS
             {
                 n += TYPES.len() as i64;
-                let req = http
-                    .post(format!("{base}/api/metrics"))
-                    .header("content-type", "application/json")
-                    .body(metric_body(kind, n));
+                let req = post_metric(&http, &base, kind, n);
                 let outcome = send(req).await;
                 if let Ok(r) = &outcome {
                     r.json();

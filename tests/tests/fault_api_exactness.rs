@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use support::{client, metric_body, send, ApiProc, Seen, REQUEST_BOUND};
+use support::{client, post_metric, send, ApiProc, Seen, REQUEST_BOUND};
 use tally_tests::{field_f64, Server};
 
 const LIMIT: usize = 50;
@@ -41,10 +41,7 @@ async fn three_api_processes_let_exactly_the_limit_through_for_one_client() {
                 }
                 // Round-robin over the processes, so each sees a third of the traffic.
                 let base = &bases[i % bases.len()];
-                let req = http
-                    .post(format!("{base}/api/metrics"))
-                    .header("content-type", "application/json")
-                    .body(metric_body("exact", i as i64));
+                let req = post_metric(&http, base, "exact", i as i64);
                 let outcome = send(req).await;
                 if let Ok(r) = &outcome {
                     r.json(); // every answer is JSON

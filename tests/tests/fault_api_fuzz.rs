@@ -11,7 +11,7 @@ mod support;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use support::{client, metric_body, send, ApiProc, Seen, REQUEST_BOUND};
+use support::{client, metric_body, post_metric, send, ApiProc, Seen, REQUEST_BOUND};
 use tally_tests::Server;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -531,13 +531,9 @@ async fn thousands_of_hostile_requests_never_get_a_5xx_and_the_api_stays_up() {
 
     // A valid request still works.
     let http = client();
-    let r = send(
-        http.post(format!("{base}/api/metrics"))
-            .header("content-type", "application/json")
-            .body(metric_body("after-fuzz", 42)),
-    )
-    .await
-    .expect("valid POST");
+    let r = send(post_metric(&http, &base, "after-fuzz", 42))
+        .await
+        .expect("valid POST");
     assert_eq!(r.status, 201, "{}", r.body);
     let r = send(http.get(format!("{base}/api/metrics/summary?metric_type=after-fuzz")))
         .await

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use support::{client, metric_body, now_rfc3339, send, ApiProc, Seen, REQUEST_BOUND};
+use support::{client, metric_body, now_rfc3339, post_metric, send, ApiProc, Seen, REQUEST_BOUND};
 use tally_tests::Server;
 
 /// Upper bound on requests, whatever the timing.
@@ -33,10 +33,7 @@ const ENDPOINTS: &[(&str, &[u16], u16)] = &[
 
 fn request(http: &reqwest::Client, base: &str, label: &str, n: usize) -> reqwest::RequestBuilder {
     match label {
-        "post" => http
-            .post(format!("{base}/api/metrics"))
-            .header("content-type", "application/json")
-            .body(metric_body("load", n as i64)),
+        "post" => post_metric(http, base, "load", n as i64),
         "batch" => {
             let items: Vec<String> = (0..3)
                 .map(|k| metric_body(&format!("load{k}"), n as i64))

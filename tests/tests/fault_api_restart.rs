@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use support::{client, metric_body, send, ApiProc, Seen, REQUEST_BOUND};
+use support::{client, post_metric, send, ApiProc, Seen, REQUEST_BOUND};
 use tally_tests::redis::Value;
 use tally_tests::{field_f64, Flavor, ServerConfig};
 
@@ -62,10 +62,7 @@ async fn nothing_acknowledged_is_lost_when_redis_is_killed_and_restarted_with_ap
                     break;
                 }
                 let sent_in = phase.load(Ordering::Relaxed);
-                let req = http
-                    .post(format!("{base}/api/metrics"))
-                    .header("content-type", "application/json")
-                    .body(metric_body(&format!("v{i}"), i as i64));
+                let req = post_metric(&http, &base, &format!("v{i}"), i as i64);
                 let outcome = send(req).await;
                 if let Ok(r) = &outcome {
                     r.json();

@@ -1,6 +1,6 @@
 //! Shared by the `api_*` suites (included with `#[path] mod support;`): a `TestApp` running the
 //! real HTTP stack on a port-0 listener, one method per endpoint, and a tiny scripted upstream
-//! for `/external`. Compiled on its own too (as an empty test target).
+//! for `/external`.
 #![allow(dead_code)]
 
 use std::net::TcpListener;

@@ -1,7 +1,6 @@
 //! Shared by the `fault_api_*` suites (included with `#[path] mod support;`): the release
 //! `tally-api` binary started as a real process on a free loopback port (killed on drop, its
-//! log printed if the test panics), and a tally of what every request got back. Compiled on its
-//! own too (as an empty test target).
+//! log printed if the test panics), and a tally of what every request got back.
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
@@ -69,10 +68,6 @@ impl ApiProc {
 
     pub fn base(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
-    }
-
-    pub fn url(&self, path: &str) -> String {
-        format!("{}{}", self.base(), path)
     }
 
     pub fn log(&self) -> String {
@@ -233,6 +228,18 @@ impl Seen {
 }
 
 /// A metric body for `POST /api/metrics` at the current time.
+/// `POST /api/metrics` of [`metric_body`] to the API at `base`.
+pub fn post_metric(
+    http: &reqwest::Client,
+    base: &str,
+    kind: &str,
+    value: i64,
+) -> reqwest::RequestBuilder {
+    http.post(format!("{base}/api/metrics"))
+        .header("content-type", "application/json")
+        .body(metric_body(kind, value))
+}
+
 pub fn metric_body(kind: &str, value: i64) -> String {
     format!(
         r#"{{"timestamp":"{}","value":{value},"type":"{kind}"}}"#,
