@@ -307,11 +307,7 @@ impl Server {
 
     /// Runs one command given as words, returning the raw reply (errors included as Err).
     pub fn run(&self, conn: &mut Connection, words: &[&str]) -> redis::RedisResult<Value> {
-        let mut cmd = redis::cmd(words[0]);
-        for w in &words[1..] {
-            cmd.arg(*w);
-        }
-        cmd.query(conn)
+        command(words).query(conn)
     }
 
     /// Kills the process at once (SIGKILL): nothing is flushed.
@@ -371,6 +367,15 @@ impl Drop for Server {
         }
         self.kill();
     }
+}
+
+/// A command given as words: the first is the name, the rest its arguments.
+pub fn command<S: AsRef<str>>(words: &[S]) -> redis::Cmd {
+    let mut cmd = redis::cmd(words[0].as_ref());
+    for w in &words[1..] {
+        cmd.arg(w.as_ref());
+    }
+    cmd
 }
 
 /// A small deterministic generator, so a test replays the same sequence with no dependency.

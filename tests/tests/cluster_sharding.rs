@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use tally_tests::cluster::Cluster;
 use tally_tests::redis::{self, Connection, ConnectionLike, Value};
-use tally_tests::{digest, ints, now_ms, Flavor, Lcg, Server};
+use tally_tests::{command, digest, ints, now_ms, Flavor, Lcg, Server};
 
 fn rl_key(i: u64) -> String {
     format!("ratelimit:client-{i}")
@@ -78,11 +78,9 @@ fn workload(base_ts: u64) -> Vec<Vec<String>> {
 }
 
 fn run(conn: &mut impl ConnectionLike, words: &[String]) -> Value {
-    let mut cmd = redis::cmd(&words[0]);
-    for w in &words[1..] {
-        cmd.arg(w);
-    }
-    cmd.query(conn).unwrap_or_else(|e| panic!("{words:?}: {e}"))
+    command(words)
+        .query(conn)
+        .unwrap_or_else(|e| panic!("{words:?}: {e}"))
 }
 
 /// What must match between cluster and single node: rate-limit replies without the two
@@ -230,11 +228,7 @@ fn redirects_to_the_owner(flavor: Flavor) {
     for other in others {
         let mut conn = cluster.node_conn(other);
         for words in commands {
-            let mut cmd = redis::cmd(words[0]);
-            for w in &words[1..] {
-                cmd.arg(*w);
-            }
-            let err = cmd
+            let err = command(words)
                 .query::<Value>(&mut conn)
                 .expect_err(&format!("{words:?} on {other} must be redirected"));
             assert_eq!(
