@@ -70,19 +70,17 @@ pub fn run(
 pub struct Reply {
     ctx: Ctx,
     flags: c_int,
-    resp3: bool,
 }
 
 impl Reply {
     fn new(ctx: Ctx) -> Self {
         // SAFETY: valid context of the running command.
         let flags = unsafe { raw::RedisModule_GetContextFlags.unwrap()(ctx) };
-        let resp3 = flags & raw::REDISMODULE_CTX_FLAGS_RESP3 as c_int != 0;
-        Reply { ctx, flags, resp3 }
+        Reply { ctx, flags }
     }
 
     pub fn resp3(&self) -> bool {
-        self.resp3
+        self.flags & raw::REDISMODULE_CTX_FLAGS_RESP3 as c_int != 0
     }
 
     /// `RedisModule_GetContextFlags` of the running command.
@@ -100,7 +98,7 @@ impl Reply {
 
     /// A double: native in RESP3; in RESP2 a bulk string with the shortest exact spelling.
     pub fn double(&self, v: f64) {
-        if self.resp3 {
+        if self.resp3() {
             raw::reply_with_double(self.ctx, v);
         } else {
             let mut buf = zmij::Buffer::new();
@@ -128,7 +126,7 @@ impl Reply {
     /// Opens a record of `fields` named fields: a RESP3 map, or a flat RESP2 array of
     /// name/value pairs. Follow with `field` + value `fields` times.
     pub fn record(&self, fields: usize) {
-        if self.resp3 {
+        if self.resp3() {
             raw::reply_with_map(self.ctx, fields as _);
         } else {
             self.array(fields * 2);

@@ -175,7 +175,7 @@ fn summarize(agg: &Aggregates, sketches: &[&Sketch]) -> Option<Summary> {
     let bounds = |total: u64| (total == s.count).then_some((s.min, s.max));
     s.quantiles = match sketches {
         // One sketch (the all-time summary, a one-bucket window): walked in place.
-        [one] => one.quantiles(&fractions, bounds(one.total())),
+        [one] => one.quantiles(&fractions, bounds),
         _ => {
             let q = Quantiles::of(sketches);
             q.quantiles(&fractions, bounds(q.total()))

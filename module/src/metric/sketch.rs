@@ -181,13 +181,14 @@ impl Sketch {
     }
 
     /// [`Quantiles::quantiles`] of this sketch alone, walking its entries in place (they are
-    /// sorted already): no copy, no allocation.
+    /// sorted already): no copy, no allocation. `bounds` is given the sketch's total.
     pub fn quantiles<const N: usize>(
         &self,
         fractions: &[(u64, u64); N],
-        bounds: Option<(f64, f64)>,
+        bounds: impl FnOnce(u64) -> Option<(f64, f64)>,
     ) -> [Option<f64>; N] {
-        walk(self.entries(), self.total(), fractions, bounds)
+        let total = self.total();
+        walk(self.entries(), total, fractions, bounds(total))
     }
 
     /// Encoding: entry count, then each packed entry.
@@ -212,7 +213,8 @@ impl Sketch {
 /// sparse, uncapped, so merging loses nothing and costs O(entries), whatever the value range).
 #[derive(Default)]
 pub struct Quantiles {
-    /// (bin index, count), strictly increasing by index.
+    /// (bin index, count), sorted by index (an index repeats for continuation entries and
+    /// for a bin present in several buckets; the walk adds them up).
     bins: Vec<(i32, u64)>,
     total: u64,
 }
@@ -220,17 +222,7 @@ pub struct Quantiles {
 impl Quantiles {
     pub fn of(sketches: &[&Sketch]) -> Self {
         let mut bins: Vec<(i32, u64)> = sketches.iter().flat_map(|s| s.entries()).collect();
-        if sketches.len() > 1 {
-            bins.sort_unstable_by_key(|&(i, _)| i);
-        }
-        // Coalesce equal indices (continuation entries, or the same bin in several buckets).
-        bins.dedup_by(|next, kept| {
-            let same = next.0 == kept.0;
-            if same {
-                kept.1 += next.1;
-            }
-            same
-        });
+        bins.sort_unstable_by_key(|&(i, _)| i);
         let total = bins.iter().map(|&(_, c)| c).sum();
         Quantiles { bins, total }
     }
@@ -442,7 +434,7 @@ mod tests {
             assert_eq!(sketch.total(), copy.total(), "{label}");
             for bounds in [None, Some((-1e9, 1e9)), Some((-0.5, 2.0))] {
                 assert_eq!(
-                    sketch.quantiles(&fractions, bounds),
+                    sketch.quantiles(&fractions, |_| bounds),
                     copy.quantiles(&fractions, bounds),
                     "{label} {bounds:?}"
                 );

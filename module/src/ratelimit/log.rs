@@ -516,6 +516,8 @@ impl Log {
     }
 
     /// Drops the entries before index `start`: those no window within the horizon can see.
+    /// Only a drop can make a log fit a smaller layout (pushes only add entries and widen the
+    /// span), so nothing else is done when nothing is dropped.
     fn trim(&mut self, start: usize) {
         match &mut self.0 {
             Repr::Inline { short, .. } => {
@@ -524,8 +526,9 @@ impl Log {
                 }
                 return;
             }
-            Repr::Mid { short, .. } => short.trim(start),
-            Repr::Large { large, .. } => large.trim(start),
+            Repr::Mid { short, .. } if start > 0 => short.trim(start),
+            Repr::Large { large, .. } if start > large.head => large.trim(start),
+            _ => return,
         }
         self.shrink();
     }
