@@ -28,6 +28,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
+use std::future::Future;
 use std::net::IpAddr;
 use std::time::Duration;
 
@@ -35,7 +36,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::{ClusterClientBuilder, ClusterConfig};
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{MultipleNodeRoutingInfo, RoutingInfo, SingleNodeRoutingInfo};
-use redis::{Cmd, Pipeline, RedisError, Value};
+use redis::{Cmd, Pipeline, RedisError, RedisResult, Value};
 
 use crate::config::Config;
 use crate::keys;
@@ -202,76 +203,62 @@ impl Store {
     }
 
     async fn call(&self, cmd: &Cmd) -> Result<Value> {
-        self.call_as(cmd, StoreError::from).await
+        self.call_as(cmd, None, StoreError::from).await
     }
 
-    /// `call`, with `classify` turning a Redis error into a `StoreError`.
+    /// `call`, sent where `routing` says in cluster mode (a single node ignores it), with
+    /// `classify` turning a Redis error into a `StoreError`.
     async fn call_as(
         &self,
         cmd: &Cmd,
+        routing: Option<RoutingInfo>,
         classify: impl FnOnce(RedisError) -> StoreError,
     ) -> Result<Value> {
-        let fut = async {
-            match self.conn.clone() {
-                Conn::Single(mut c) => cmd.query_async::<Value>(&mut c).await,
-                Conn::Cluster(mut c) => cmd.query_async::<Value>(&mut c).await,
-            }
-        };
-        match tokio::time::timeout(self.deadline, fut).await {
-            Ok(r) => r.map_err(classify),
-            Err(_) => Err(StoreError::Unavailable("timed out".to_string())),
-        }
-    }
-
-    /// Cluster mode: `cmd` sent where `routing` says (a single node keeps `call`'s routing).
-    async fn call_routed(&self, cmd: &Cmd, routing: RoutingInfo) -> Result<Value> {
-        let fut = async {
-            match self.conn.clone() {
-                Conn::Single(mut c) => cmd.query_async::<Value>(&mut c).await,
-                Conn::Cluster(mut c) => c.route_command(cmd.clone(), routing).await,
-            }
-        };
-        match tokio::time::timeout(self.deadline, fut).await {
-            Ok(r) => r.map_err(StoreError::from),
-            Err(_) => Err(StoreError::Unavailable("timed out".to_string())),
-        }
+        self.bounded(
+            async {
+                match (self.conn.clone(), routing) {
+                    (Conn::Single(mut c), _) => cmd.query_async::<Value>(&mut c).await,
+                    (Conn::Cluster(mut c), None) => cmd.query_async::<Value>(&mut c).await,
+                    (Conn::Cluster(mut c), Some(r)) => c.route_command(cmd.clone(), r).await,
+                }
+            },
+            classify,
+        )
+        .await
     }
 
     async fn call_pipeline(&self, pipe: &Pipeline) -> Result<Vec<Value>> {
-        let fut = async {
-            match self.conn.clone() {
-                Conn::Single(mut c) => pipe.query_async::<Vec<Value>>(&mut c).await,
-                Conn::Cluster(mut c) => pipe.query_async::<Vec<Value>>(&mut c).await,
-            }
-        };
-        match tokio::time::timeout(self.deadline, fut).await {
-            Ok(r) => r.map_err(StoreError::from),
+        self.bounded(
+            async {
+                match self.conn.clone() {
+                    Conn::Single(mut c) => pipe.query_async::<Vec<Value>>(&mut c).await,
+                    Conn::Cluster(mut c) => pipe.query_async::<Vec<Value>>(&mut c).await,
+                }
+            },
+            StoreError::from,
+        )
+        .await
+    }
+
+    /// `request` within the store's deadline, whatever the client library does.
+    async fn bounded<T>(
+        &self,
+        request: impl Future<Output = RedisResult<T>>,
+        classify: impl FnOnce(RedisError) -> StoreError,
+    ) -> Result<T> {
+        match tokio::time::timeout(self.deadline, request).await {
+            Ok(r) => r.map_err(classify),
             Err(_) => Err(StoreError::Unavailable("timed out".to_string())),
         }
     }
 
     /// Sends a write, followed by `WAIT` in the same pipeline when replicas are required.
     async fn write(&self, cmd: Cmd) -> Result<Value> {
-        let Some((replicas, timeout_ms)) = self.wait else {
+        if self.wait.is_none() {
             return self.call(&cmd).await;
-        };
-        let mut pipe = redis::pipe();
-        pipe.add_command(cmd)
-            .cmd("WAIT")
-            .arg(replicas)
-            .arg(timeout_ms);
-        let mut replies = self.call_pipeline(&pipe).await?.into_iter();
-        let (Some(reply), Some(acks)) = (replies.next(), replies.next()) else {
-            return Err(StoreError::Protocol("short pipeline reply".to_string()));
-        };
-        let acked = int(&acks)?;
-        if acked < i64::from(replicas) {
-            return Err(StoreError::NotAcknowledged {
-                replicas: acked,
-                wanted: replicas,
-            });
         }
-        Ok(reply)
+        let mut replies = self.write_pipeline(vec![cmd]).await?;
+        Ok(replies.swap_remove(0))
     }
 
     /// Sends `writes` (at least one command) as one pipeline, with `WAIT` behind them when
@@ -286,11 +273,11 @@ impl Store {
             pipe.cmd("WAIT").arg(replicas).arg(timeout_ms);
         }
         let mut replies = self.call_pipeline(&pipe).await?;
-        if replies.len() != n + usize::from(self.wait.is_some()) {
+        let sent = n + usize::from(self.wait.is_some());
+        if replies.len() != sent {
             return Err(StoreError::Protocol(format!(
-                "{} replies to a pipeline of {} commands",
-                replies.len(),
-                n + usize::from(self.wait.is_some())
+                "{} replies to a pipeline of {sent} commands",
+                replies.len()
             )));
         }
         if let Some((replicas, _)) = self.wait {
@@ -309,28 +296,26 @@ impl Store {
     /// cluster mode, sent concurrently; see the module doc). `Ok` only if every write (and
     /// every WAIT) succeeded.
     pub async fn add_metrics(&self, metrics: &[Metric]) -> Result<()> {
-        let add = |m: &Metric| {
-            let mut cmd = redis::cmd("METRIC.ADD");
-            cmd.arg(keys::metric(&m.kind))
-                .arg(m.value)
-                .arg("TS")
-                .arg(m.ts_ms);
-            cmd
-        };
         if metrics.is_empty() {
             return Ok(());
         }
         if !self.cluster {
-            self.write_pipeline(metrics.iter().map(add).collect())
-                .await?;
+            self.write_pipeline(
+                metrics
+                    .iter()
+                    .map(|m| metric_add(keys::metric(&m.kind), m.value, m.ts_ms))
+                    .collect(),
+            )
+            .await?;
             return Ok(());
         }
         let mut by_slot: BTreeMap<u16, Vec<Cmd>> = BTreeMap::new();
         for m in metrics {
+            let key = keys::metric(&m.kind);
             by_slot
-                .entry(keys::hash_slot(keys::metric(&m.kind).as_bytes()))
+                .entry(keys::hash_slot(key.as_bytes()))
                 .or_default()
-                .push(add(m));
+                .push(metric_add(key, m.value, m.ts_ms));
         }
         let results = futures_util::future::join_all(
             by_slot.into_values().map(|cmds| self.write_pipeline(cmds)),
@@ -345,9 +330,13 @@ impl Store {
         let mut types = BTreeSet::new();
         if self.cluster {
             let first = self
-                .call_routed(
+                .call_as(
                     &scan_cmd(0),
-                    RoutingInfo::MultiNode((MultipleNodeRoutingInfo::AllMasters, None)),
+                    Some(RoutingInfo::MultiNode((
+                        MultipleNodeRoutingInfo::AllMasters,
+                        None,
+                    ))),
+                    StoreError::from,
                 )
                 .await?;
             let Value::Map(per_node) = first else {
@@ -361,33 +350,45 @@ impl Store {
                     .rsplit_once(':')
                     .and_then(|(h, p)| Some((h.to_string(), p.parse::<u16>().ok()?)))
                     .ok_or_else(|| StoreError::Protocol(format!("SCAN node address {addr}")))?;
-                let mut cursor = scan_page(reply, &mut types)?;
-                while cursor != 0 {
-                    let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
+                let route = || {
+                    Some(RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
                         host: host.clone(),
                         port,
-                    });
-                    let reply = self.call_routed(&scan_cmd(cursor), route).await?;
-                    cursor = scan_page(reply, &mut types)?;
-                }
+                    }))
+                };
+                self.scan_rest(reply, route, &mut types).await?;
             }
         } else {
-            let mut cursor = 0;
-            loop {
-                cursor = scan_page(self.call(&scan_cmd(cursor)).await?, &mut types)?;
-                if cursor == 0 {
-                    break;
-                }
-            }
+            let first = self.call(&scan_cmd(0)).await?;
+            self.scan_rest(first, || None, &mut types).await?;
         }
         Ok(types.into_iter().collect())
     }
 
+    /// Reads the SCAN page `reply` into `types`, then the following pages to the end, each
+    /// asked where `routing` says.
+    async fn scan_rest(
+        &self,
+        mut reply: Value,
+        routing: impl Fn() -> Option<RoutingInfo>,
+        types: &mut BTreeSet<String>,
+    ) -> Result<()> {
+        loop {
+            let cursor = scan_page(reply, types)?;
+            if cursor == 0 {
+                return Ok(());
+            }
+            reply = self
+                .call_as(&scan_cmd(cursor), routing(), StoreError::from)
+                .await?;
+        }
+    }
+
     /// `METRIC.ADD metric:<kind> <value> TS <ts_ms>`; returns the series' sample count.
     pub async fn add_metric(&self, kind: &str, value: f64, ts_ms: u64) -> Result<i64> {
-        let mut cmd = redis::cmd("METRIC.ADD");
-        cmd.arg(keys::metric(kind)).arg(value).arg("TS").arg(ts_ms);
-        int(&self.write(cmd).await?)
+        int(&self
+            .write(metric_add(keys::metric(kind), value, ts_ms))
+            .await?)
     }
 
     /// `METRIC.SUMMARY metric:<kind> [WINDOW window_ms]`. A window beyond the retention is
@@ -398,7 +399,10 @@ impl Store {
         if let Some(w) = window_ms {
             cmd.arg("WINDOW").arg(w);
         }
-        parse_summary(self.call_as(&cmd, |e| refused(e, &["window_ms"])).await?)
+        parse_summary(
+            self.call_as(&cmd, None, |e| refused(e, &["window_ms"]))
+                .await?,
+        )
     }
 
     /// `METRIC.RANGE metric:<kind> <from_ms> <to_ms> <bucket_ms>`: the non-empty buckets, oldest
@@ -416,7 +420,7 @@ impl Store {
             .arg(to_ms)
             .arg(bucket_ms);
         let reply = self
-            .call_as(&cmd, |e| {
+            .call_as(&cmd, None, |e| {
                 refused(e, &["the range spans", "bucket_ms", "from_ms", "to_ms"])
             })
             .await?;
@@ -462,6 +466,13 @@ impl Store {
         }
         Ok(())
     }
+}
+
+/// `METRIC.ADD <key> <value> TS <ts_ms>`.
+fn metric_add(key: String, value: f64, ts_ms: u64) -> Cmd {
+    let mut cmd = redis::cmd("METRIC.ADD");
+    cmd.arg(key).arg(value).arg("TS").arg(ts_ms);
+    cmd
 }
 
 /// `SCAN <cursor> MATCH metric:* TYPE tally-met COUNT 1000`.
