@@ -101,6 +101,13 @@ pub async fn post_batch(
     }))
 }
 
+/// The request's query string as `T`; a malformed one is a 422.
+pub fn parse_query<T: serde::de::DeserializeOwned>(req: &HttpRequest) -> Result<T, ApiError> {
+    web::Query::<T>::from_query(req.query_string())
+        .map(web::Query::into_inner)
+        .map_err(|e| ApiError::invalid(format!("invalid query string: {e}")))
+}
+
 /// The `metric_type` query parameter: required, not blank, at most `MAX_TYPE_LEN` bytes.
 pub fn metric_type(value: Option<&str>) -> Result<&str, ApiError> {
     match value {
@@ -182,8 +189,7 @@ pub async fn summary(
     req: HttpRequest,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let query = web::Query::<SummaryQuery>::from_query(req.query_string())
-        .map_err(|e| ApiError::invalid(format!("invalid query string: {e}")))?;
+    let query: SummaryQuery = parse_query(&req)?;
     let kind = metric_type(query.metric_type.as_deref())?;
     let window = query
         .window

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::ApiError;
 use crate::payload::parse_timestamp;
-use crate::routes::metrics::{metric_type, positive_seconds, rfc3339};
+use crate::routes::metrics::{metric_type, parse_query, positive_seconds, rfc3339};
 use crate::startup::AppState;
 
 /// Default `bucket`, seconds.
@@ -101,8 +101,7 @@ pub async fn series(
     req: HttpRequest,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let query = web::Query::<SeriesQuery>::from_query(req.query_string())
-        .map_err(|e| ApiError::invalid(format!("invalid query string: {e}")))?;
+    let query: SeriesQuery = parse_query(&req)?;
     let kind = metric_type(query.metric_type.as_deref())?;
     let (from_ms, to_ms, bucket_ms) = range_params(
         query.from.as_deref(),
