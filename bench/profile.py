@@ -118,15 +118,13 @@ def main() -> int:
     incr = next((ir for name, ir, _, _ in rows if name == "INCR"), None)
     sha = hashlib.sha256(module.read_bytes()).hexdigest()[:16] if module.exists() else "?"
     print(f"\nmodule sha256 {sha}, {N:,} requests per command, -c 50 -P 16, {KEYS:,} keys")
-    head = "| command | instructions / request | vs INCR |"
+    header = ["command", "instructions / request", "vs INCR"]
     if CACHE:
-        head += " D1 read misses / request | LL read misses / request |"
-    print(f"\n{head}\n|{'---|' * (head.count(' | ') + 1)}")
-    for name, ir, d1, ll in rows:
-        line = f"| {name} | {ir:,.0f} | " + (f"{ir / incr:.2f}x |" if incr else " |")
-        if CACHE:
-            line += f" {d1:,.1f} | {ll:,.1f} |"
-        print(line)
+        header += ["D1 read misses / request", "LL read misses / request"]
+    body = [[name, b.fmt_int(ir), b.fmt_ratio(ir / incr) if incr else ""]
+            + ([f"{d1:,.1f}", f"{ll:,.1f}"] if CACHE else [])
+            for name, ir, d1, ll in rows]
+    print("\n" + b.table(header, body))
     print(f"\nprofiles: {out}/<command>.txt (callgrind_annotate --inclusive=yes)")
     return 0
 
