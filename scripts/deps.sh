@@ -8,9 +8,18 @@ set -euo pipefail
 need_apt=()
 command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
 command -v redis-cli >/dev/null 2>&1 || need_apt+=(redis-tools)
-if ! ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 && ! ls /usr/lib/x86_64-linux-gnu/libclang*.so* >/dev/null 2>&1; then
-  need_apt+=(libclang-dev)
-fi
+# bindgen (clang-sys) loads libclang.so* or libclang-<version>.so*; libclang-cpp.so.N, which a
+# fresh image has, is a different library it cannot use, so match only what it loads.
+has_libclang() {
+  local d f
+  for d in ${LIBCLANG_PATH:-} /usr/lib/llvm-*/lib /usr/lib/x86_64-linux-gnu /usr/lib64 /usr/lib; do
+    for f in "$d"/libclang.so* "$d"/libclang-[0-9]*.so*; do
+      [ -e "$f" ] && return 0
+    done
+  done
+  return 1
+}
+has_libclang || need_apt+=(libclang-dev)
 if [ "${1:-}" != run ]; then
   command -v wrk >/dev/null 2>&1 || need_apt+=(wrk)
 fi
