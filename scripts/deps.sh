@@ -10,15 +10,22 @@ command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
 command -v redis-cli >/dev/null 2>&1 || need_apt+=(redis-tools)
 # bindgen (clang-sys) loads libclang.so* or libclang-<version>.so*; libclang-cpp.so.N, which a
 # fresh image has, is a different library it cannot use, so match only what it loads.
+# DEPS_LIBCLANG_DIRS replaces the directories searched (tests/tests/setup_deps.rs uses it).
 has_libclang() {
   local d f
-  for d in ${LIBCLANG_PATH:-} /usr/lib/llvm-*/lib /usr/lib/x86_64-linux-gnu /usr/lib64 /usr/lib; do
+  # shellcheck disable=SC2086 # the default list holds a glob, expanded here on purpose
+  for d in ${DEPS_LIBCLANG_DIRS:-${LIBCLANG_PATH:-} /usr/lib/llvm-*/lib /usr/lib/x86_64-linux-gnu /usr/lib64 /usr/lib}; do
     for f in "$d"/libclang.so* "$d"/libclang-[0-9]*.so*; do
       [ -e "$f" ] && return 0
     done
   done
   return 1
 }
+# `deps.sh check-libclang`: exit 0 iff a libclang that bindgen can load is present.
+if [ "${1:-}" = check-libclang ]; then
+  has_libclang
+  exit
+fi
 has_libclang || need_apt+=(libclang-dev)
 if [ "${1:-}" != run ]; then
   command -v wrk >/dev/null 2>&1 || need_apt+=(wrk)
