@@ -4,15 +4,12 @@ use std::ffi::c_int;
 
 use redis_module::raw;
 
-use super::log::{Decision, Log, Policy, MAX_WINDOW_MS};
+use super::log::{Decision, Log, Policy, MAX_AMOUNT, MAX_WINDOW_MS};
 use super::rdb::{decode, LOG_TYPE};
 use crate::args;
 use crate::effects;
 use crate::error::{Error, Result};
 use crate::server::{self, bytes, Ctx, Key, RStr, Reply};
-
-/// Largest limit or cost: replies are signed 64-bit integers.
-const MAX_AMOUNT: u64 = i64::MAX as u64;
 
 /// `RATELIMIT.CHECK key limit window_ms [limit window_ms ...] [COST cost]`
 ///
