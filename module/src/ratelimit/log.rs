@@ -1255,6 +1255,56 @@ mod tests {
         }
     }
 
+    fn is_wide(log: &Log) -> bool {
+        matches!(log.0, Repr::Large { wide: true, .. })
+    }
+
+    #[test]
+    fn a_log_past_2_pow_64_sums_exactly_and_returns_to_the_fast_path_once_it_expires() {
+        let max = MAX_AMOUNT;
+        let mut log = Log::new();
+        assert!(log.check(0, &[pol(1, 10_000)], 1).0.allowed);
+        assert!(log.check(1, &[pol(max, 1)], max).0.allowed);
+        assert!(!is_wide(&log), "2^63 in all");
+        assert!(log.check(2, &[pol(max, 1)], max).0.allowed);
+        assert!(log.check(3, &[pol(max, 1)], 2).0.allowed);
+        assert!(is_wide(&log), "2^64 + 1 in all");
+        // Exact: 2^64 + 1 used. Cost 3 fits once the entries at 0, 1 and 2 (2^64 - 1) have
+        // left; cost 4 needs the entry at 3 gone too.
+        assert_eq!(
+            log.peek(3, &[pol(5, 5000)], 3),
+            decision(false, 5, 0, 4999, 5000)
+        );
+        assert_eq!(
+            log.peek(3, &[pol(5, 5000)], 4),
+            decision(false, 5, 0, 5000, 5000)
+        );
+        assert_eq!(
+            log.peek(5001, &[pol(5, 5000)], 1),
+            decision(false, 5, 0, 1, 2)
+        );
+        assert_eq!(
+            log.peek(5002, &[pol(5, 5000)], 3),
+            decision(true, 5, 0, 0, 5000)
+        );
+        // The round trip keeps the exact sums.
+        let copy = Log::from_entries(log.horizon_ms(), log.entries()).unwrap();
+        assert!(is_wide(&copy));
+        assert_eq!(
+            copy.peek(3, &[pol(5, 5000)], 3),
+            log.peek(3, &[pol(5, 5000)], 3)
+        );
+        // Once the entry at 1 has left the horizon (10 s), the live total fits u64 again.
+        assert!(log.check(10_001, &[pol(max, 1)], 1).0.allowed);
+        assert!(!is_wide(&log));
+        assert_eq!(log.len(), 3);
+        // 2^63 + 2 left: more than any limit, and free once the entry at 2 leaves.
+        assert_eq!(
+            log.peek(10_001, &[pol(max, 10_000)], 0),
+            decision(false, max, 0, 1, 10_000)
+        );
+    }
+
     #[test]
     fn a_large_log_of_unit_entries_costs_about_4_bytes_each() {
         let mut log = Log::new();
