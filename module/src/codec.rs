@@ -92,11 +92,6 @@ impl<'a> Reader<'a> {
         Ok(n as usize)
     }
 
-    /// Bytes not read yet.
-    pub fn remaining(&self) -> usize {
-        self.buf.len()
-    }
-
     pub fn end(self) -> Decoded<()> {
         if self.buf.is_empty() {
             Ok(())
@@ -168,6 +163,5 @@ mod tests {
         buf.push(0);
         let (_, mut r) = Reader::new(&buf).unwrap();
         assert_eq!(r.count(52), Ok(2));
-        assert_eq!(r.remaining(), 104);
     }
 }
