@@ -79,11 +79,14 @@ impl<'a> Reader<'a> {
         Ok(f64::from_le_bytes(bytes.try_into().expect("8 bytes")))
     }
 
-    /// A count of items that each take at least one byte: bounded by what is left, so a
-    /// corrupt count cannot make the decoder allocate without limit.
-    pub fn count(&mut self) -> Decoded<usize> {
+    /// A count of items that each take at least `min_item_bytes` bytes of what is left: a
+    /// count the payload cannot hold is refused here, before anything is allocated for it.
+    /// Decoders reserve at most this many items, so what they allocate stays within the size
+    /// of an item in memory over `min_item_bytes` times the payload, whatever the count says.
+    pub fn count(&mut self, min_item_bytes: usize) -> Decoded<usize> {
+        debug_assert!(min_item_bytes > 0);
         let n = self.uint()?;
-        if n > self.buf.len() as u64 {
+        if n > (self.buf.len() / min_item_bytes) as u64 {
             return Err("count larger than payload");
         }
         Ok(n as usize)
@@ -136,8 +139,29 @@ mod tests {
         .unwrap();
         assert!(r.uint().is_err());
         let (_, mut r) = Reader::new(&[1, 0x05]).unwrap();
-        assert!(r.count().is_err());
+        assert!(r.count(1).is_err());
         let (_, r) = Reader::new(&[1, 0]).unwrap();
         assert!(r.end().is_err());
+    }
+
+    #[test]
+    fn a_count_is_bounded_by_the_bytes_its_items_need() {
+        // 3 items of at least 2 bytes fit in 6 bytes, not in 5; of 1 byte, in 3.
+        let (_, mut r) = Reader::new(&[1, 3, 0, 0, 0, 0, 0, 0]).unwrap();
+        assert_eq!(r.count(2), Ok(3));
+        let (_, mut r) = Reader::new(&[1, 3, 0, 0, 0, 0, 0]).unwrap();
+        assert!(r.count(2).is_err());
+        let (_, mut r) = Reader::new(&[1, 3, 0, 0, 0]).unwrap();
+        assert_eq!(r.count(1), Ok(3));
+        // 52-byte items: a count of 2 needs 104 bytes.
+        let mut w = Writer::new(1);
+        w.uint(2);
+        let mut buf = w.finish();
+        buf.extend([0; 103]);
+        let (_, mut r) = Reader::new(&buf).unwrap();
+        assert!(r.count(52).is_err());
+        buf.push(0);
+        let (_, mut r) = Reader::new(&buf).unwrap();
+        assert_eq!(r.count(52), Ok(2));
     }
 }

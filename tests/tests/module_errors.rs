@@ -2,7 +2,7 @@
 //! server stays up; plus a seeded fuzz of 100k malformed commands.
 
 use tally_tests::redis::{self, Value};
-use tally_tests::{Flavor, Server};
+use tally_tests::{Flavor, Server, ServerConfig, FUZZ_ADDRESS_SPACE_LIMIT};
 
 /// (command words, expected error fragment).
 const CASES: &[(&[&str], &str)] = &[
@@ -384,7 +384,14 @@ fn malformed(r: &mut Rng) -> Vec<Vec<u8>> {
 
 #[test]
 fn a_hundred_thousand_malformed_commands_change_nothing_and_crash_nothing() {
-    let s = Server::start();
+    // Under a virtual-memory limit: an allocation sized by hostile input aborts the server.
+    let s = ServerConfig::new(Flavor::Redis)
+        .address_space_limit(FUZZ_ADDRESS_SPACE_LIMIT)
+        .start();
+    assert_eq!(
+        tally_tests::address_space_limit_of(s.pid().expect("running")),
+        Some(FUZZ_ADDRESS_SPACE_LIMIT)
+    );
     let mut c = s.conn();
     // Some real state the fuzz must leave alone.
     for i in 0..8 {

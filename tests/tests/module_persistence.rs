@@ -192,6 +192,71 @@ fn an_aof_switched_on_at_runtime_gets_explicit_effects_on_every_flavor() {
     }
 }
 
+/// `PEXPIRETIME` of every key (-1: no expiry), and its digest.
+fn expiries(c: &mut Connection, keys: &[&str]) -> Vec<(i64, String)> {
+    keys.iter()
+        .map(|k| {
+            let at: i64 = tally_tests::redis::cmd("PEXPIRETIME")
+                .arg(k)
+                .query(c)
+                .unwrap();
+            (at, digest(c, k))
+        })
+        .collect()
+}
+
+/// A key PERSISTed after CHECK stays without a TTL through an AOF rewrite without preamble
+/// and its reload (RATELIMIT.RESTORE used to set the log's expiry again), and keys with a TTL
+/// keep exactly theirs (the rewrite emits PEXPIREAT after the RESTORE).
+#[test]
+fn persist_survives_an_aof_rewrite_and_reload_and_ttls_stay_exact_on_every_flavor() {
+    for flavor in Flavor::all() {
+        let mut s = ServerConfig::new(flavor)
+            .arg("--appendonly", "yes")
+            .arg("--aof-use-rdb-preamble", "no")
+            .arg("--appendfsync", "always")
+            .start();
+        let mut c = s.conn();
+        for key in ["rl:persisted", "rl:ttl"] {
+            s.run(&mut c, &["RATELIMIT.CHECK", key, "5", "600000"])
+                .unwrap();
+            s.run(
+                &mut c,
+                &["RATELIMIT.CHECK", key, "50", "600000", "COST", "7"],
+            )
+            .unwrap();
+        }
+        s.run(&mut c, &["METRIC.ADD", "m:persisted", "1.5"])
+            .unwrap();
+        s.run(&mut c, &["METRIC.ADD", "m:ttl", "2.5"]).unwrap();
+        s.run(&mut c, &["PEXPIRE", "m:ttl", "600000"]).unwrap();
+        let persisted: i64 = tally_tests::redis::cmd("PERSIST")
+            .arg("rl:persisted")
+            .query(&mut c)
+            .unwrap();
+        assert_eq!(persisted, 1, "{flavor:?}: the key had a TTL");
+        let keys = ["rl:persisted", "rl:ttl", "m:persisted", "m:ttl"];
+        let before = expiries(&mut c, &keys);
+        assert_eq!(before[0].0, -1);
+        assert!(before[1].0 > 0 && before[3].0 > 0, "{before:?}");
+        let _: Value = tally_tests::redis::cmd("BGREWRITEAOF")
+            .query(&mut c)
+            .unwrap();
+        wait_for_aof_rewrite(&mut c, flavor);
+        let aof_text = aof_contents(s.dir());
+        assert!(aof_text.contains("RATELIMIT.RESTORE") && !aof_text.starts_with("REDIS"));
+        let _: Value = tally_tests::redis::cmd("DEBUG")
+            .arg("LOADAOF")
+            .query(&mut c)
+            .unwrap();
+        assert_eq!(expiries(&mut c, &keys), before, "{flavor:?}: DEBUG LOADAOF");
+        s.kill();
+        s.restart();
+        let mut c = s.conn();
+        assert_eq!(expiries(&mut c, &keys), before, "{flavor:?}: restart");
+    }
+}
+
 /// Waits until the AOF is on and its rewrite has finished and succeeded.
 fn wait_for_aof_rewrite(c: &mut Connection, flavor: Flavor) {
     assert!(

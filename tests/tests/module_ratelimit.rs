@@ -211,3 +211,52 @@ fn in_any_window_the_admitted_count_never_exceeds_the_limit() {
     );
     assert!(denied > 0);
 }
+
+/// CHECK until it is allowed: a 1 ms window admits the request once the clock has moved past
+/// the previous entry's millisecond.
+fn check_until_allowed(s: &Server, c: &mut tally_tests::redis::Connection, words: &[&str]) {
+    assert!(
+        tally_tests::wait_until(Duration::from_secs(5), || check(s, c, words)[0] == 1),
+        "{words:?} never allowed"
+    );
+}
+
+/// The review's reproduction: entries of 1, 2^63-1, 2^63-1 and 1 live together (admitted under
+/// different policies), 2^64 in all. The sum wrapped to 0 and PEEK reported a full budget; it
+/// must saturate and deny, through a reload too.
+#[test]
+fn window_sums_past_2_pow_64_deny_instead_of_wrapping_on_every_flavor() {
+    let max = "9223372036854775807";
+    for flavor in Flavor::all() {
+        let s = Server::start_flavor(flavor);
+        let mut c = s.conn();
+        check_until_allowed(&s, &mut c, &["RATELIMIT.CHECK", "k", "1", "4294967295"]);
+        for _ in 0..2 {
+            check_until_allowed(&s, &mut c, &["RATELIMIT.CHECK", "k", max, "1", "COST", max]);
+        }
+        check_until_allowed(&s, &mut c, &["RATELIMIT.CHECK", "k", "1", "1"]);
+        for reload in [false, true] {
+            if reload {
+                let _: Value = tally_tests::redis::cmd("DEBUG")
+                    .arg("RELOAD")
+                    .query(&mut c)
+                    .unwrap();
+            }
+            let r = check(&s, &mut c, &["RATELIMIT.PEEK", "k", "5", "60000"]);
+            assert_eq!(&r[..3], &[0, 5, 0], "{flavor:?} reload {reload}: {r:?}");
+            // Freed once the second 2^63-1 entry leaves: within the minute.
+            assert!((1..=60_000).contains(&r[3]), "{flavor:?}: {r:?}");
+            for _ in 0..5 {
+                let r = check(&s, &mut c, &["RATELIMIT.CHECK", "k", "5", "60000"]);
+                assert_eq!(&r[..3], &[0, 5, 0], "{flavor:?} reload {reload}: {r:?}");
+            }
+            // A huge limit still sees the exact total: 2^64 > 2^63-1.
+            let r = check(
+                &s,
+                &mut c,
+                &["RATELIMIT.PEEK", "k", max, "4294967295", "COST", "0"],
+            );
+            assert_eq!(&r[..3], &[0, i64::MAX, 0], "{flavor:?}: {r:?}");
+        }
+    }
+}

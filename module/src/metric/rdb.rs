@@ -50,8 +50,16 @@ fn write_sketch(w: &mut Writer, s: &Sketch) {
     }
 }
 
+/// The fewest bytes a sketch entry takes in a payload (a one-byte varint).
+const SKETCH_ENTRY_MIN_BYTES: usize = 1;
+
+/// The fewest bytes a bucket takes in a payload: three one-byte varints, six doubles and an
+/// empty sketch's entry count. In memory a bucket takes `size_of::<Bucket>()` (96 bytes), so
+/// a tier reserves less than twice its share of the payload whatever count it claims.
+const BUCKET_MIN_BYTES: usize = 3 + 6 * 8 + 1;
+
 fn read_sketch(r: &mut Reader) -> Decoded<Sketch> {
-    let n = r.count()?;
+    let n = r.count(SKETCH_ENTRY_MIN_BYTES)?;
     let mut words = Vec::with_capacity(n);
     for _ in 0..n {
         words.push(u32::try_from(r.uint()?).map_err(|_| "sketch entry out of range")?);
@@ -68,7 +76,7 @@ fn write_tier(w: &mut Writer, t: &Tier) {
 }
 
 fn read_tier(r: &mut Reader) -> Decoded<Vec<Bucket>> {
-    let n = r.count()?;
+    let n = r.count(BUCKET_MIN_BYTES)?;
     let mut buckets = Vec::with_capacity(n);
     for _ in 0..n {
         let agg = read_aggregates(r)?;
@@ -186,5 +194,44 @@ mod tests {
         let mut trailing = good;
         trailing.push(1);
         assert!(decode(&trailing).is_err());
+    }
+
+    /// A v2 payload whose fine tier claims `claimed` buckets and holds `held` bytes after the
+    /// count (the all-time aggregates and sketch are empty and valid).
+    fn payload_claiming(claimed: u64, held: usize) -> Vec<u8> {
+        let mut w = Writer::new(ENCODING_VERSION);
+        write_aggregates(&mut w, &Aggregates::default());
+        w.uint(0);
+        w.uint(claimed);
+        let mut buf = w.finish();
+        buf.resize(buf.len() + held, 0);
+        buf
+    }
+
+    #[test]
+    fn a_bucket_count_is_bounded_by_the_bytes_its_buckets_need() {
+        // The smallest encoding of a bucket is what the bound assumes.
+        let mut w = Writer::new(0);
+        for _ in 0..3 {
+            w.uint(0);
+        }
+        for _ in 0..6 {
+            w.f64(0.0);
+        }
+        write_sketch(&mut w, &Sketch::new());
+        assert_eq!(w.finish().len() - 1, BUCKET_MIN_BYTES);
+        assert!(std::mem::size_of::<Bucket>() < 2 * BUCKET_MIN_BYTES);
+        // 1,000 claimed buckets in 1,000 bytes: refused by the count, before any reservation
+        // (the old bound, one byte per item, reserved 96 KB here: 96 times the payload).
+        assert_eq!(
+            decode(&payload_claiming(1000, 1000)),
+            Err("count larger than payload")
+        );
+        assert_eq!(
+            decode(&payload_claiming(u64::MAX, 64)),
+            Err("count larger than payload")
+        );
+        // Enough bytes for the count: the buckets themselves are then checked.
+        assert!(decode(&payload_claiming(2, 2 * BUCKET_MIN_BYTES)).is_err());
     }
 }

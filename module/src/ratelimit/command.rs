@@ -4,15 +4,12 @@ use std::ffi::c_int;
 
 use redis_module::raw;
 
-use super::log::{Decision, Log, Policy, MAX_WINDOW_MS};
+use super::log::{Decision, Log, Policy, MAX_AMOUNT, MAX_WINDOW_MS};
 use super::rdb::{decode, LOG_TYPE};
 use crate::args;
 use crate::effects;
 use crate::error::{Error, Result};
 use crate::server::{self, bytes, Ctx, Key, RStr, Reply};
-
-/// Largest limit or cost: replies are signed 64-bit integers.
-const MAX_AMOUNT: u64 = i64::MAX as u64;
 
 /// `RATELIMIT.CHECK key limit window_ms [limit window_ms ...] [COST cost]`
 ///
@@ -102,19 +99,17 @@ pub extern "C" fn record(ctx: Ctx, argv: *mut RStr, argc: c_int) -> c_int {
 }
 
 /// `RATELIMIT.RESTORE key payload` (internal: what AOF rewrite emits). Replaces the key's log
-/// with the decoded payload.
+/// with the decoded payload, and the key has no TTL afterwards: the payload is the value, not
+/// its key's expiry. AOF rewrite emits the key's real expiry itself (`PEXPIREAT`, right after
+/// the module's rewrite callback), so a key that was `PERSIST`ed stays without a TTL after a
+/// reload, as on the primary, and one with a TTL gets exactly that TTL back.
 pub extern "C" fn restore(ctx: Ctx, argv: *mut RStr, argc: c_int) -> c_int {
     server::run(ctx, argv, argc, |reply, args| {
         if args.len() != 3 {
             return Err(Error::WrongArity);
         }
         let log = decode(bytes(args[2])).map_err(Error::Corrupt)?;
-        let key = Key::write(ctx, args[1]);
-        let expires = log.expires_at_ms();
-        key.set_value(&LOG_TYPE, log)?;
-        if let Some(at) = expires {
-            key.expire_at(at);
-        }
+        Key::write(ctx, args[1]).set_value(&LOG_TYPE, log)?;
         // Deterministic: the payload is the whole state.
         raw::replicate_verbatim(ctx);
         reply.simple("OK");

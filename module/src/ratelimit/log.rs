@@ -21,12 +21,24 @@
 //!   advancing `head`, and its storage is compacted once more than half of it is dead, so
 //!   trimming is amortized O(1).
 //!
+//! Sums are exact. A difference of wrapping cumulative costs is exact while the live entries
+//! cost at most `u64::MAX` in all; costs are at most `MAX_AMOUNT` (2^63-1), but windows and
+//! limits vary between calls, so the live total can pass that (two entries of 2^63-1 made
+//! under a 1 ms window, then a request under a longer one). A large log whose live total does
+//! is marked `wide` (a flag in its 32 inline bytes, so no memory is added), and while it is,
+//! sums are taken entry by entry in u128 and saturate at `u64::MAX`, which no limit reaches:
+//! such a window denies. Unit logs and logs that stay below 2^64 never take that path.
+//!
 //! A log grows into the next layout when an entry does not fit, and a boxed log moves back to
 //! a smaller layout once its live entries fit in half of it (half, so that a log at a boundary
 //! does not move back and forth).
 
 /// The longest window (and so the longest span of live entries) a log supports: offsets are u32.
 pub const MAX_WINDOW_MS: u64 = u32::MAX as u64;
+
+/// Largest limit or cost: replies are signed 64-bit integers. A decoded log holds no larger
+/// cost either.
+pub const MAX_AMOUNT: u64 = i64::MAX as u64;
 
 /// One `(limit, window_ms)` rule; `window_ms` is in `1..=MAX_WINDOW_MS`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -80,9 +92,12 @@ enum Repr {
         horizon: u32,
         short: Box<Short<MID_CAPACITY>>,
     },
+    /// `wide`: the live entries cost more than `u64::MAX` in all (see the module comment).
+    /// It takes padding of this variant: `Log` stays 32 bytes.
     Large {
         base: u64,
         horizon: u32,
+        wide: bool,
         large: Box<Large>,
     },
 }
@@ -220,8 +235,9 @@ impl Large {
         }
     }
 
-    /// Appends `cost` at `ts` (not older than the newest entry).
-    fn push(&mut self, base: &mut u64, ts: u64, cost: u64) {
+    /// Appends `cost` at `ts` (not older than the newest entry); sets `wide` if the live
+    /// total passes `u64::MAX`.
+    fn push(&mut self, base: &mut u64, ts: u64, cost: u64, wide: &mut bool) {
         if ts - *base > MAX_WINDOW_MS {
             self.rebase(base, ts);
         }
@@ -236,14 +252,26 @@ impl Large {
                 // First entry of another cost: from now on costs are explicit.
                 self.cum = (1..=self.times.len() as u64).collect();
             }
+            if !*wide {
+                // Exact while not wide: the live total so far.
+                let dead = if self.head == 0 {
+                    0
+                } else {
+                    self.cum[self.head - 1]
+                };
+                *wide = before.wrapping_sub(dead).checked_add(cost).is_none();
+            }
             self.cum.push(before.wrapping_add(cost));
         }
         self.times.push((ts - *base) as u32);
     }
 
-    /// Drops the entries before index `start`.
-    fn trim(&mut self, start: usize) {
+    /// Drops the entries before index `start`; clears `wide` once the live total fits u64.
+    fn trim(&mut self, start: usize, wide: &mut bool) {
         self.head = start;
+        if *wide {
+            *wide = exact_cost(&self.cum, start, self.times.len()) > u128::from(u64::MAX);
+        }
         let mostly_dead = self.head > 16 && self.head * 2 > self.times.len();
         if mostly_dead {
             self.compact();
@@ -285,6 +313,21 @@ impl Large {
     }
 }
 
+/// Cost of entry `i` given wrapping cumulative costs: exact, as one cost fits u64.
+fn entry_cost(cum: &[u64], i: usize) -> u64 {
+    if i == 0 {
+        cum[0]
+    } else {
+        cum[i].wrapping_sub(cum[i - 1])
+    }
+}
+
+/// Total cost of entries `from..to`, exactly, entry by entry (the slow path of wide logs; the
+/// total of at most 2^64 costs below 2^64 fits u128).
+fn exact_cost(cum: &[u64], from: usize, to: usize) -> u128 {
+    (from..to).map(|i| u128::from(entry_cost(cum, i))).sum()
+}
+
 /// A layout's entries, for reading: entry `i` (`head <= i < end()`) is at `base + times[i]`,
 /// with u16 offsets (`T`) in the inline and mid layouts, u32 ones in the large layout.
 #[derive(Clone, Copy)]
@@ -294,6 +337,8 @@ struct View<'a, T> {
     times: &'a [T],
     /// As `Large::cum`: empty while every entry has cost 1.
     cum: &'a [u64],
+    /// As `Repr::Large::wide`: sums of `cum` differences may have wrapped.
+    wide: bool,
 }
 
 #[derive(Clone, Copy)]
@@ -385,35 +430,16 @@ impl Log {
         }
     }
 
-    /// Rebuilds a log from its entries (decoding); they must be sorted, have cost >= 1 and span
-    /// at most `MAX_WINDOW_MS`, and `horizon_ms` must be a valid window.
+    /// Rebuilds a log from its entries (decoding); see `Builder::push` for what they must be.
     pub fn from_entries(
         horizon_ms: u64,
         entries: impl IntoIterator<Item = (u64, u64)>,
     ) -> Result<Self, &'static str> {
-        if horizon_ms == 0 || horizon_ms > MAX_WINDOW_MS {
-            return Err("horizon out of range");
-        }
-        let mut log = Log::new();
-        *log.horizon_mut() = horizon_ms as u32;
-        let mut oldest = None;
+        let mut builder = Builder::new(horizon_ms)?;
         for (ts, cost) in entries {
-            if cost == 0 {
-                return Err("entry with zero cost");
-            }
-            // Commands never record past i64::MAX ms; larger values could only overflow.
-            if ts > i64::MAX as u64 {
-                return Err("timestamp out of range");
-            }
-            let oldest = *oldest.get_or_insert(ts);
-            match log.newest_ms() {
-                Some(newest) if ts < newest => return Err("entries out of order"),
-                _ if ts - oldest > MAX_WINDOW_MS => return Err("entries span too long"),
-                _ => {}
-            }
-            log.push(ts, cost);
+            builder.push(ts, cost)?;
         }
-        Ok(log)
+        Ok(builder.finish())
     }
 
     /// RATELIMIT.PEEK: the reply CHECK would give now, recording nothing.
@@ -473,8 +499,10 @@ impl Log {
                 pushed
             }
             Repr::Mid { base, short, .. } if cost == 1 => short.push(base, ts),
-            Repr::Large { base, large, .. } => {
-                large.push(base, ts, cost);
+            Repr::Large {
+                base, large, wide, ..
+            } => {
+                large.push(base, ts, cost, wide);
                 true
             }
             _ => false,
@@ -510,6 +538,7 @@ impl Log {
             Repr::Large {
                 base: v.base,
                 horizon,
+                wide: false,
                 large: Box::new(Large::of(offsets)),
             }
         };
@@ -527,7 +556,7 @@ impl Log {
                 return;
             }
             Repr::Mid { short, .. } if start > 0 => short.trim(start),
-            Repr::Large { large, .. } if start > large.head => large.trim(start),
+            Repr::Large { large, wide, .. } if start > large.head => large.trim(start, wide),
             _ => return,
         }
         self.shrink();
@@ -574,18 +603,23 @@ impl Log {
                 head: 0,
                 times: short.offsets(),
                 cum: &[],
+                wide: false,
             }),
             Repr::Mid { base, short, .. } => AnyView::Short(View {
                 base: *base,
                 head: 0,
                 times: short.offsets(),
                 cum: &[],
+                wide: false,
             }),
-            Repr::Large { base, large, .. } => AnyView::Large(View {
+            Repr::Large {
+                base, large, wide, ..
+            } => AnyView::Large(View {
                 base: *base,
                 head: large.head,
                 times: &large.times,
                 cum: &large.cum,
+                wide: *wide,
             }),
         }
     }
@@ -687,10 +721,13 @@ impl<T: Copy + Into<u64>> View<'_, T> {
         self.base + self.times[i].into()
     }
 
-    /// Total cost of entries `from..to` (absolute indices).
+    /// Total cost of entries `from..to` (absolute indices), saturating at `u64::MAX`.
     fn cost_between(&self, from: usize, to: usize) -> u64 {
         if self.cum.is_empty() {
             return (to - from) as u64;
+        }
+        if self.wide {
+            return u64::try_from(exact_cost(self.cum, from, to)).unwrap_or(u64::MAX);
         }
         let upto = |i: usize| if i == 0 { 0 } else { self.cum[i - 1] };
         upto(to).wrapping_sub(upto(from))
@@ -711,15 +748,72 @@ impl<T: Copy + Into<u64>> View<'_, T> {
     /// Exact ms until enough of the window's oldest entries leave it for `cost` to fit.
     fn retry_after(&self, start: usize, used: u64, cost: u64, p: &Policy, now_ms: u64) -> u64 {
         // Entries start..=k must leave, where k is the first index at which the cost dropped
-        // since `start` reaches `need`.
-        let need = used + cost - p.limit; // > 0 and <= used, since cost <= limit < used + cost
+        // since `start` reaches `need` = used + cost - limit: > 0 and <= used, since
+        // cost <= limit < used + cost (written so that nothing overflows).
         let k = if self.cum.is_empty() {
-            start + need as usize - 1
+            start + (used - (p.limit - cost)) as usize - 1
+        } else if self.wide {
+            // `used` may be saturated: the exact need, then the exact running sum.
+            let need = exact_cost(self.cum, start, self.end()) - u128::from(p.limit - cost);
+            let mut dropped = 0u128;
+            (start..self.end())
+                .find(|&i| {
+                    dropped += u128::from(entry_cost(self.cum, i));
+                    dropped >= need
+                })
+                .expect("the whole window frees `used`")
         } else {
+            let need = used - (p.limit - cost);
             let before = if start == 0 { 0 } else { self.cum[start - 1] };
             start + self.cum[start..].partition_point(|&c| c.wrapping_sub(before) < need)
         };
         (self.ts(k) + p.window_ms).saturating_sub(now_ms)
+    }
+}
+
+/// Rebuilds a log entry by entry (decoding), checking each one, so that a decoder holds no
+/// copy of the entries and allocates only for what it has read.
+pub struct Builder {
+    log: Log,
+    oldest: Option<u64>,
+}
+
+impl Builder {
+    /// `horizon_ms` must be a valid window.
+    pub fn new(horizon_ms: u64) -> Result<Self, &'static str> {
+        if horizon_ms == 0 || horizon_ms > MAX_WINDOW_MS {
+            return Err("horizon out of range");
+        }
+        let mut log = Log::new();
+        *log.horizon_mut() = horizon_ms as u32;
+        Ok(Builder { log, oldest: None })
+    }
+
+    /// Entries must come sorted, cost `1..=MAX_AMOUNT` (what CHECK accepts) and span at most
+    /// `MAX_WINDOW_MS`.
+    pub fn push(&mut self, ts: u64, cost: u64) -> Result<(), &'static str> {
+        if cost == 0 {
+            return Err("entry with zero cost");
+        }
+        if cost > MAX_AMOUNT {
+            return Err("entry cost out of range");
+        }
+        // Commands never record past i64::MAX ms; larger values could only overflow.
+        if ts > i64::MAX as u64 {
+            return Err("timestamp out of range");
+        }
+        let oldest = *self.oldest.get_or_insert(ts);
+        match self.log.newest_ms() {
+            Some(newest) if ts < newest => return Err("entries out of order"),
+            _ if ts - oldest > MAX_WINDOW_MS => return Err("entries span too long"),
+            _ => {}
+        }
+        self.log.push(ts, cost);
+        Ok(())
+    }
+
+    pub fn finish(self) -> Log {
+        self.log
     }
 }
 
@@ -1159,6 +1253,56 @@ mod tests {
             );
             assert_eq!(times.last(), Some(&newest));
         }
+    }
+
+    fn is_wide(log: &Log) -> bool {
+        matches!(log.0, Repr::Large { wide: true, .. })
+    }
+
+    #[test]
+    fn a_log_past_2_pow_64_sums_exactly_and_returns_to_the_fast_path_once_it_expires() {
+        let max = MAX_AMOUNT;
+        let mut log = Log::new();
+        assert!(log.check(0, &[pol(1, 10_000)], 1).0.allowed);
+        assert!(log.check(1, &[pol(max, 1)], max).0.allowed);
+        assert!(!is_wide(&log), "2^63 in all");
+        assert!(log.check(2, &[pol(max, 1)], max).0.allowed);
+        assert!(log.check(3, &[pol(max, 1)], 2).0.allowed);
+        assert!(is_wide(&log), "2^64 + 1 in all");
+        // Exact: 2^64 + 1 used. Cost 3 fits once the entries at 0, 1 and 2 (2^64 - 1) have
+        // left; cost 4 needs the entry at 3 gone too.
+        assert_eq!(
+            log.peek(3, &[pol(5, 5000)], 3),
+            decision(false, 5, 0, 4999, 5000)
+        );
+        assert_eq!(
+            log.peek(3, &[pol(5, 5000)], 4),
+            decision(false, 5, 0, 5000, 5000)
+        );
+        assert_eq!(
+            log.peek(5001, &[pol(5, 5000)], 1),
+            decision(false, 5, 0, 1, 2)
+        );
+        assert_eq!(
+            log.peek(5002, &[pol(5, 5000)], 3),
+            decision(true, 5, 0, 0, 5000)
+        );
+        // The round trip keeps the exact sums.
+        let copy = Log::from_entries(log.horizon_ms(), log.entries()).unwrap();
+        assert!(is_wide(&copy));
+        assert_eq!(
+            copy.peek(3, &[pol(5, 5000)], 3),
+            log.peek(3, &[pol(5, 5000)], 3)
+        );
+        // Once the entry at 1 has left the horizon (10 s), the live total fits u64 again.
+        assert!(log.check(10_001, &[pol(max, 1)], 1).0.allowed);
+        assert!(!is_wide(&log));
+        assert_eq!(log.len(), 3);
+        // 2^63 + 2 left: more than any limit, and free once the entry at 2 leaves.
+        assert_eq!(
+            log.peek(10_001, &[pol(max, 10_000)], 0),
+            decision(false, max, 0, 1, 10_000)
+        );
     }
 
     #[test]

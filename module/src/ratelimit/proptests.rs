@@ -138,7 +138,8 @@ proptest! {
 // ---------------------------------------------------------------------------------------------
 
 /// An exact, slow model of the log: every entry kept while any window within the horizon
-/// could see it, decisions by summing costs.
+/// could see it, decisions by summing costs in u128 (exact: no sum of u64 costs this model
+/// meets comes near 2^128), so a log whose sums wrap or saturate too early disagrees.
 #[derive(Default)]
 struct Model {
     /// Entries still stored, `(ts, cost)`, oldest first.
@@ -152,11 +153,11 @@ struct Model {
 impl Model {
     /// Cost that counts at `now` in a window of `w`: entries with `ts + w > now` (entries
     /// "from the future", left by a clock that stepped back, count too).
-    fn used(&self, now: u64, w: u64) -> u64 {
+    fn used(&self, now: u64, w: u64) -> u128 {
         self.live
             .iter()
             .filter(|(t, _)| t + w > now)
-            .map(|(_, c)| c)
+            .map(|&(_, c)| u128::from(c))
             .sum()
     }
 
@@ -171,7 +172,7 @@ impl Model {
         candidates.sort_unstable();
         std::iter::once(now)
             .chain(candidates)
-            .find(|&t| self.used(t, p.window_ms) + cost <= p.limit)
+            .find(|&t| self.used(t, p.window_ms) + u128::from(cost) <= u128::from(p.limit))
             .expect("fits once every entry has left")
     }
 
@@ -181,30 +182,43 @@ impl Model {
         if let Some(p) = policies.iter().find(|p| cost > p.limit) {
             assert!(!d.allowed && d.retry_after_ms == -1, "{d:?}");
             assert_eq!(d.limit, p.limit, "the first policy the cost can never fit");
+            let used = self.used(now, p.window_ms);
+            assert_eq!(
+                u128::from(d.remaining),
+                u128::from(p.limit).saturating_sub(used),
+                "{d:?}"
+            );
+            assert_eq!(d.reset_after_ms, self.reset_now(now, p.window_ms), "{d:?}");
             return;
         }
-        let used: Vec<u64> = policies
+        let cost = u128::from(cost);
+        let used: Vec<u128> = policies
             .iter()
             .map(|p| self.used(now, p.window_ms))
             .collect();
-        let allowed = policies.iter().zip(&used).all(|(p, u)| u + cost <= p.limit);
+        let lim = |p: &Policy| u128::from(p.limit);
+        let allowed = policies.iter().zip(&used).all(|(p, u)| u + cost <= lim(p));
         assert_eq!(d.allowed, allowed, "{d:?} used {used:?}");
         if allowed {
             assert_eq!(d.retry_after_ms, 0);
             let least = policies
                 .iter()
                 .zip(&used)
-                .map(|(p, u)| p.limit - u - cost)
+                .map(|(p, u)| lim(p) - u - cost)
                 .min()
                 .unwrap();
-            assert_eq!(d.remaining, least, "remaining of the binding policy");
+            assert_eq!(
+                u128::from(d.remaining),
+                least,
+                "remaining of the binding policy"
+            );
             let binding = policies.iter().zip(&used).any(|(p, u)| {
                 let reset = if cost > 0 {
                     record_at + p.window_ms - now
                 } else {
                     self.reset_now(now, p.window_ms)
                 };
-                p.limit == d.limit && p.limit - u - cost == least && reset == d.reset_after_ms
+                p.limit == d.limit && lim(p) - u - cost == least && reset == d.reset_after_ms
             });
             assert!(binding, "{d:?} is no binding policy's reply");
         } else {
@@ -212,17 +226,17 @@ impl Model {
             let retry = policies
                 .iter()
                 .zip(&used)
-                .filter(|(p, u)| *u + cost > p.limit)
-                .map(|(p, _)| self.fits_at(now, p, cost) - now)
+                .filter(|(p, u)| *u + cost > lim(p))
+                .map(|(p, _)| self.fits_at(now, p, cost as u64) - now)
                 .max()
                 .unwrap();
             assert_eq!(d.retry_after_ms, retry as i64, "{d:?}");
             assert!(retry >= 1);
             let binding = policies.iter().zip(&used).any(|(p, u)| {
-                *u + cost > p.limit
-                    && self.fits_at(now, p, cost) - now == retry
+                *u + cost > lim(p)
+                    && self.fits_at(now, p, cost as u64) - now == retry
                     && p.limit == d.limit
-                    && p.limit.saturating_sub(*u) == d.remaining
+                    && lim(p).saturating_sub(*u) == u128::from(d.remaining)
                     && self.reset_now(now, p.window_ms) == d.reset_after_ms
             });
             assert!(binding, "{d:?} is no violated policy's reply");
@@ -306,6 +320,54 @@ fn start() -> impl Strategy<Value = u64> {
         4 => 0..(1u64 << 45),
         1 => (i64::MAX as u64 - (1 << 44))..(i64::MAX as u64 - (1 << 43)),
     ]
+}
+
+/// Amounts up to what CHECK accepts, with the largest ones common: two or three of them in a
+/// window pass 2^64.
+fn huge_amount() -> impl Strategy<Value = u64> {
+    const MAX: u64 = super::log::MAX_AMOUNT;
+    prop_oneof![
+        3 => Just(MAX),
+        2 => (MAX - 16)..=MAX,
+        2 => (MAX / 2)..=MAX,
+        1 => 1..=MAX,
+        1 => Just(1u64 << 62),
+    ]
+}
+
+/// Policies whose limits and windows swing between tiny and the largest accepted, so entries
+/// admitted under short windows or huge limits pile up under long windows and small limits.
+fn adversarial_policy() -> impl Strategy<Value = Policy> {
+    (
+        prop_oneof![2 => 1..=12u64, 3 => huge_amount()],
+        prop_oneof![
+            3 => 1..=3u64,
+            2 => 1..=2000u64,
+            2 => Just(MAX_WINDOW_MS),
+            1 => 1..=MAX_WINDOW_MS,
+        ],
+    )
+        .prop_map(|(limit, window_ms)| Policy { limit, window_ms })
+}
+
+fn adversarial_step(sets: usize) -> impl Strategy<Value = Step> {
+    (
+        prop_oneof![
+            6 => 0..4i64,
+            3 => 0..300i64,
+            1 => -20..0i64,
+            1 => 0..(1i64 << 33),
+        ],
+        prop_oneof![3 => 0..=3u64, 4 => huge_amount()],
+        0..sets,
+        prop::bool::weighted(0.2),
+    )
+        .prop_map(|(dt, cost, set, peek)| Step {
+            dt,
+            cost,
+            set,
+            peek,
+        })
 }
 
 /// Runs the steps against the log and the model; returns everything admitted.
@@ -410,6 +472,74 @@ proptest! {
             assert_round_trip(&log, model.newest.unwrap(), &sets[0]);
         }
     }
+}
+
+proptest! {
+    #![proptest_config(config(512))]
+
+    /// Huge costs and limits mixed with small ones, and windows from 1 ms to the longest: the
+    /// live total passes 2^64 in many cases, and every reply field (and the retry instant)
+    /// still equals the exact model's; the log's own encoding still round-trips.
+    #[test]
+    fn with_huge_costs_and_limits_every_reply_field_matches_the_exact_model(
+        start in start(),
+        sets in proptest::collection::vec(
+            proptest::collection::vec(adversarial_policy(), 1..=3),
+            2..=4,
+        ),
+        steps in proptest::collection::vec(adversarial_step(4), 1..120),
+    ) {
+        let steps: Vec<Step> = steps
+            .into_iter()
+            .map(|s| Step { set: s.set % sets.len(), ..s })
+            .collect();
+        let (log, model) = run(start, &sets, &steps);
+        if log.horizon_ms() > 0 {
+            let end = model.newest.unwrap();
+            for set in &sets {
+                assert_round_trip(&log, end, set);
+            }
+        }
+    }
+}
+
+/// The run the review reported: one entry of 1 under the longest window, two of 2^63-1 under
+/// 1 ms windows at different milliseconds, one more of 1. The live total is 2^64 (it wrapped
+/// to 0 and PEEK reported a full budget); the model has it exactly.
+#[test]
+fn a_live_total_of_2_pow_64_denies_as_the_exact_model_does() {
+    let max = super::log::MAX_AMOUNT;
+    let pol = |limit, window_ms| vec![Policy { limit, window_ms }];
+    let sets = [
+        pol(1, MAX_WINDOW_MS),
+        pol(max, 1),
+        pol(1, 1),
+        pol(5, 60_000),
+    ];
+    let step = |dt, cost, set, peek| Step {
+        dt,
+        cost,
+        set,
+        peek,
+    };
+    let mut steps = vec![
+        step(0, 1, 0, false),
+        step(1, max, 1, false),
+        step(1, max, 1, false),
+        step(1, 1, 2, false),
+        step(0, 1, 3, true),
+        step(0, 0, 3, true),
+    ];
+    // Five more requests under the 5-per-minute policy: all denied.
+    steps.extend((0..5).map(|_| step(1, 1, 3, false)));
+    let (log, model) = run(1_700_000_000_000, &sets, &steps);
+    assert_eq!(model.live.len(), 4, "nothing more admitted");
+    let total: u128 = log.entries().map(|(_, c)| u128::from(c)).sum();
+    assert_eq!(total, 1 << 64);
+    let now = model.newest.unwrap() + 5;
+    let d = log.peek(now, &sets[3], 1);
+    assert!(!d.allowed);
+    assert_eq!(d.remaining, 0);
 }
 
 // ---------------------------------------------------------------------------------------------

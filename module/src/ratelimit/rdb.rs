@@ -5,18 +5,25 @@ use std::ffi::CStr;
 
 use redis_module::native_types::RedisType;
 
-use super::log::Log;
+use super::log::{Builder, Log};
 use crate::codec::{Decoded, Reader, Writer};
 use crate::datatype::{type_methods, ModuleValue};
 
 /// Current encoding version (the type's encver and the payload's first byte).
 pub const ENCODING_VERSION: u8 = 1;
 
+/// The fewest bytes an entry takes in a payload: two one-byte varints.
+const ENTRY_MIN_BYTES: usize = 2;
+
 pub static LOG_TYPE: RedisType =
     RedisType::new("tally-log", ENCODING_VERSION as i32, type_methods::<Log>());
 
 /// v1: horizon, entry count, then per entry the timestamp (first absolute, then the delta
 /// from the previous one) and the cost, all varints.
+///
+/// Decoding reserves nothing from the count: entries go one by one into the log, which holds
+/// at most 12 bytes (times its growth slack of 2) for each entry of at least 2 payload bytes.
+/// Costs above what CHECK accepts (`MAX_AMOUNT`) are refused.
 pub fn encode(log: &Log) -> Vec<u8> {
     let mut w = Writer::new(ENCODING_VERSION);
     w.uint(log.horizon_ms());
@@ -34,15 +41,14 @@ pub fn decode(payload: &[u8]) -> Decoded<Log> {
     let (version, mut r) = Reader::new(payload)?;
     let log = match version {
         1 => {
-            let horizon = r.uint()?;
-            let n = r.count()?;
-            let mut entries = Vec::with_capacity(n);
+            let mut log = Builder::new(r.uint()?)?;
+            let n = r.count(ENTRY_MIN_BYTES)?;
             let mut ts: u64 = 0;
             for _ in 0..n {
                 ts = ts.checked_add(r.uint()?).ok_or("timestamp overflow")?;
-                entries.push((ts, r.uint()?));
+                log.push(ts, r.uint()?)?;
             }
-            Log::from_entries(horizon, entries)?
+            log.finish()
         }
         _ => return Err("unknown encoding version"),
     };
@@ -126,5 +132,46 @@ mod tests {
         assert!(decode(&[1, 1, 1, 129, 128, 128, 128, 240, 255, 255, 255, 255, 1, 1]).is_err());
         // A huge entry count with no entries behind it must not allocate or loop.
         assert!(decode(&[1, 10, 0xff, 0xff, 0xff, 0xff, 0x0f]).is_err());
+    }
+
+    /// A payload of horizon 1000 and the given `(delta, cost)` entries, claiming `count`.
+    fn payload(count: u64, entries: &[(u64, u64)]) -> Vec<u8> {
+        let mut w = Writer::new(ENCODING_VERSION);
+        w.uint(1000);
+        w.uint(count);
+        for &(dt, cost) in entries {
+            w.uint(dt);
+            w.uint(cost);
+        }
+        w.finish()
+    }
+
+    #[test]
+    fn an_entry_count_is_bounded_by_two_bytes_per_entry() {
+        let entries = [(1_700_000_000_000, 1), (0, 1), (0, 1)];
+        assert_eq!(decode(&payload(3, &entries)).unwrap().len(), 3);
+        // Each entry takes at least 2 bytes: a count past what the bytes left hold is
+        // refused before any entry is read.
+        assert_eq!(
+            decode(&payload(20, &entries)).err(),
+            Some("count larger than payload")
+        );
+        assert_eq!(
+            decode(&payload(u64::MAX, &entries)).err(),
+            Some("count larger than payload")
+        );
+    }
+
+    #[test]
+    fn a_cost_check_would_refuse_is_refused() {
+        let max = crate::ratelimit::log::MAX_AMOUNT;
+        let ok = decode(&payload(2, &[(5, max), (1, max)])).unwrap();
+        assert_eq!(ok.entries().collect::<Vec<_>>(), vec![(5, max), (6, max)]);
+        for cost in [max + 1, u64::MAX] {
+            assert_eq!(
+                decode(&payload(2, &[(5, 1), (1, cost)])).err(),
+                Some("entry cost out of range")
+            );
+        }
     }
 }
