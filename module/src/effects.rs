@@ -1,8 +1,9 @@
 //! Whether the explicit effect of a clock-reading write has to be built.
 //!
-//! RATELIMIT.CHECK and METRIC.ADD without `TS` read the server clock, so replicas and the AOF
-//! get their effect as a deterministic command (RATELIMIT.RECORD, METRIC.ADD ... TS) built
-//! with `RedisModule_Replicate`. Redis builds that command (a command lookup and one string
+//! RATELIMIT.CHECK and METRIC.ADD read the server clock (and METRIC.ADD the run-time
+//! retention), so replicas and the AOF get their effect as a deterministic command
+//! (RATELIMIT.RECORD, METRIC.ADD ... TS ts RETENTION ms NOW ms) built with
+//! `RedisModule_Replicate`. Redis builds that command (a command lookup and one string
 //! object per argument: about 4,700 instructions for CHECK, more than its whole algorithm)
 //! before deciding, in `shouldPropagate`, whether anything consumes it: the AOF, a replica, or
 //! a replication backlog. On a server with none of them the effect is thrown away.

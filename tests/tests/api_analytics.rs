@@ -245,6 +245,30 @@ async fn the_series_has_the_documented_shape_non_empty_buckets_oldest_first() {
     assert!(!exists(&server, "metric:nothing"));
 }
 
+/// Issue 13.2: the chart of the newest seconds of a series created seconds ago is not empty,
+/// and shows each second on its own.
+#[tokio::test]
+async fn a_fresh_series_charts_its_last_seconds_one_second_at_a_time() {
+    let server = Server::start();
+    let app = roomy_app(&server).await;
+    let now = now_ms();
+    let stamps: Vec<u64> = (0..5).map(|i| now - 8_000 + i * 2_000).collect();
+    let items: Vec<String> = stamps.iter().map(|&t| metric("fresh", 1.0, t)).collect();
+    assert_eq!(app.post_batch(&batch(&items)).await.status(), 201);
+    let from = ts(now - 10_000);
+    let (status, body) = json(
+        app.series(&[("metric_type", "fresh"), ("from", &from), ("bucket", "1")])
+            .await,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let points = body["points"].as_array().expect("points");
+    let want: Vec<Value> = stamps.iter().map(|&t| j!(ts(t / 1000 * 1000))).collect();
+    let got: Vec<Value> = points.iter().map(|p| p["timestamp"].clone()).collect();
+    assert_eq!(got, want, "{body}");
+    assert!(points.iter().all(|p| p["count"] == 1), "{body}");
+}
+
 #[tokio::test]
 async fn bad_series_parameters_are_422_with_a_detail() {
     let server = Server::start();

@@ -267,3 +267,169 @@ fn module_arguments_configure_and_bad_ones_refuse_to_load() {
         "{log}"
     );
 }
+
+/// The (ts, count) of each point of a METRIC.RANGE reply.
+fn points(v: &Value) -> Vec<(u64, u64)> {
+    let Value::Array(items) = v else {
+        panic!("not an array: {v:?}")
+    };
+    items
+        .iter()
+        .map(|p| {
+            (
+                field_f64(p, "ts").unwrap() as u64,
+                field_f64(p, "count").unwrap() as u64,
+            )
+        })
+        .collect()
+}
+
+/// Issue 13.2: a series created seconds ago answers its newest seconds at 1 s resolution,
+/// and every sample is in exactly one point.
+#[test]
+fn a_fresh_series_charts_its_last_seconds_one_second_at_a_time() {
+    let s = Server::start();
+    let mut c = s.conn();
+    let now = now_ms();
+    let stamps: Vec<u64> = (0..8).map(|i| now - 7000 + i * 1000).collect();
+    for ts in &stamps {
+        s.run(&mut c, &["METRIC.ADD", "fresh", "5", "TS", &ts.to_string()])
+            .unwrap();
+    }
+    s.run(&mut c, &["METRIC.ADD", "fresh", "5"]).unwrap();
+    let to = now_ms();
+    let from = now - 10_000;
+    let got = points(
+        &s.run(
+            &mut c,
+            &[
+                "METRIC.RANGE",
+                "fresh",
+                &from.to_string(),
+                &to.to_string(),
+                "1000",
+            ],
+        )
+        .unwrap(),
+    );
+    assert_eq!(got.iter().map(|p| p.1).sum::<u64>(), 9, "{got:?}");
+    for ts in &stamps {
+        assert!(
+            got.iter().any(|&(t, _)| t == ts / 1000 * 1000),
+            "{ts} has its own second: {got:?}"
+        );
+    }
+    // `-` and `+` resolve to the same data.
+    let all = points(
+        &s.run(&mut c, &["METRIC.RANGE", "fresh", "-", "+", "1000"])
+            .unwrap(),
+    );
+    assert_eq!(all.iter().map(|p| p.1).sum::<u64>(), 9, "{all:?}");
+}
+
+/// Issue 14.3: a TS more than 5 minutes ahead is refused and writes nothing; one 2 minutes
+/// ahead counts all-time at once and in windows and ranges once server time reaches it.
+#[test]
+fn a_sample_from_the_future_is_refused_or_waits_for_its_time() {
+    let s = Server::start();
+    let mut c = s.conn();
+    let err = s
+        .run(&mut c, &["METRIC.ADD", "cpu", "1", "TS", "253402300799000"])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("TS must not be more than 300000 ms after the server's time"),
+        "{err}"
+    );
+    let exists: i64 = redis::cmd("EXISTS").arg("cpu").query(&mut c).unwrap();
+    assert_eq!(exists, 0, "nothing written");
+    let too_far = (now_ms() + 400_000).to_string();
+    assert!(s
+        .run(&mut c, &["METRIC.ADD", "cpu", "1", "TS", &too_far])
+        .is_err());
+
+    for _ in 0..3 {
+        s.run(&mut c, &["METRIC.ADD", "cpu", "1"]).unwrap();
+    }
+    let ahead = now_ms() + 120_000;
+    s.run(
+        &mut c,
+        &["METRIC.ADD", "cpu", "99", "TS", &ahead.to_string()],
+    )
+    .unwrap();
+    s.run(&mut c, &["METRIC.ADD", "cpu", "1"]).unwrap();
+    let all = s.run(&mut c, &["METRIC.SUMMARY", "cpu"]).unwrap();
+    assert_eq!(field_f64(&all, "count"), Some(5.0));
+    for window in ["10000", "60000", "3600000"] {
+        let w = s
+            .run(&mut c, &["METRIC.SUMMARY", "cpu", "WINDOW", window])
+            .unwrap();
+        assert_eq!(field_f64(&w, "count"), Some(4.0), "window {window}");
+        assert_eq!(field_f64(&w, "max"), Some(1.0), "window {window}");
+    }
+    let range = points(
+        &s.run(&mut c, &["METRIC.RANGE", "cpu", "-", "+", "1000"])
+            .unwrap(),
+    );
+    assert_eq!(range.iter().map(|p| p.1).sum::<u64>(), 4, "{range:?}");
+    let explicit = points(
+        &s.run(
+            &mut c,
+            &[
+                "METRIC.RANGE",
+                "cpu",
+                &(ahead - 3_600_000).to_string(),
+                &(ahead + 60_000).to_string(),
+                "60000",
+            ],
+        )
+        .unwrap(),
+    );
+    assert_eq!(explicit.iter().map(|p| p.1).sum::<u64>(), 4, "{explicit:?}");
+}
+
+/// The internal arguments of the replicated effect are refused from a client.
+#[test]
+fn retention_and_now_are_internal_arguments() {
+    let s = Server::start();
+    let mut c = s.conn();
+    let ts = now_ms().to_string();
+    let err = s
+        .run(
+            &mut c,
+            &[
+                "METRIC.ADD",
+                "m",
+                "1",
+                "TS",
+                &ts,
+                "RETENTION",
+                "1000",
+                "NOW",
+                &ts,
+            ],
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("internal"), "{err}");
+    let exists: i64 = redis::cmd("EXISTS").arg("m").query(&mut c).unwrap();
+    assert_eq!(exists, 0);
+    let err = s
+        .run(
+            &mut c,
+            &[
+                "METRIC.ADD",
+                "m",
+                "1",
+                "TS",
+                &ts,
+                "RETENTION",
+                "1000",
+                "THEN",
+                &ts,
+            ],
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("syntax error near 'THEN'"), "{err}");
+}

@@ -467,7 +467,13 @@ fn edge_cases_that_are_valid_stay_well_formed() {
     let sum = s.run(&mut c, &["METRIC.SUMMARY", "x"]).unwrap();
     assert_eq!(tally_tests::field_f64(&sum, "count"), Some(5.0));
     assert_eq!(tally_tests::field_f64(&sum, "max"), Some(1e308));
-    s.run(&mut c, &["METRIC.ADD", "x", "1", "TS", max]).unwrap();
+    let err = s
+        .run(&mut c, &["METRIC.ADD", "x", "1", "TS", max])
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("TS must not be more than"),
+        "{err}"
+    );
     s.run(&mut c, &["METRIC.ADD", "x", "1", "TS", "0"]).unwrap();
     let pong: String = redis::cmd("PING").query(&mut c).unwrap();
     assert_eq!(pong, "PONG");

@@ -159,3 +159,122 @@ fn a_replica_ends_with_the_primarys_digests_on_every_flavor() {
         }
     }
 }
+
+fn config_set_retention(c: &mut Connection, ms: u64) {
+    let _: Value = tally_tests::redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("tally.retention-ms")
+        .arg(ms)
+        .query(c)
+        .unwrap();
+}
+
+/// Issue 14.10: the retention a write was applied with travels with its effect. Lower the
+/// retention on the primary only (dropping old buckets), raise it again, write more: the
+/// replica and an AOF replay (no RDB preamble) keep exactly the primary's buckets, and the
+/// dropped data does not come back.
+#[test]
+fn a_run_time_retention_change_reaches_replicas_and_the_aof_on_every_flavor() {
+    for flavor in Flavor::all() {
+        let primary = ServerConfig::new(flavor)
+            .arg("--appendonly", "yes")
+            .arg("--aof-use-rdb-preamble", "no")
+            .start();
+        let replica = ServerConfig::new(flavor).start();
+        let (mut p, mut r) = (primary.conn(), replica.conn());
+        replicaof(&mut r, Some(&primary));
+        let now = tally_tests::now_ms();
+        let add = |p: &mut Connection, ts: Option<u64>| {
+            let ts = ts.map(|t| t.to_string());
+            let mut words = vec!["METRIC.ADD", "m", "2.5"];
+            if let Some(ts) = &ts {
+                words.extend(["TS", ts]);
+            }
+            primary.run(p, &words).unwrap();
+        };
+        // 30 minutes of history up to 10 minutes ago, one sample every 15 s (the next write
+        // opens a new minute, which is when old buckets are dropped).
+        for i in 0..120 {
+            add(&mut p, Some(now - 2_400_000 + i * 15_000));
+        }
+        config_set_retention(&mut p, 60_000);
+        add(&mut p, None);
+        add(&mut p, Some(now - 30_000));
+        config_set_retention(&mut p, 3_600_000);
+        add(&mut p, None);
+        add(&mut p, Some(now - 1_200_000)); // older than what was dropped
+        let window = |c: &mut Connection| {
+            let v: Value = tally_tests::redis::cmd("METRIC.SUMMARY")
+                .arg("m")
+                .arg("WINDOW")
+                .arg(3_600_000)
+                .query(c)
+                .unwrap();
+            tally_tests::field_f64(&v, "count")
+        };
+        let kept = window(&mut p);
+        assert!(
+            kept < Some(10.0),
+            "{flavor:?}: the old minutes were dropped: {kept:?}"
+        );
+        assert_same_dataset(&mut p, &mut r, &format!("{flavor:?}: replica"));
+        let before = digest(&mut p, "m");
+        let _: Value = tally_tests::redis::cmd("DEBUG")
+            .arg("LOADAOF")
+            .query(&mut p)
+            .unwrap();
+        assert_eq!(
+            digest(&mut p, "m"),
+            before,
+            "{flavor:?}: after DEBUG LOADAOF"
+        );
+        assert_eq!(window(&mut p), kept, "{flavor:?}: nothing came back");
+    }
+}
+
+/// An AOF written before the effect carried its retention (`METRIC.ADD key value TS ts`)
+/// still replays, as then: relative to the newest timestamp.
+#[test]
+fn an_aof_of_effects_without_the_retention_still_replays() {
+    let mut server = ServerConfig::new(Flavor::Redis)
+        .arg("--appendonly", "yes")
+        .arg("--aof-use-rdb-preamble", "no")
+        .start();
+    let mut c = server.conn();
+    // The files exist once the server has started; stop it and append old-style effects.
+    server.run(&mut c, &["PING"]).unwrap();
+    server.shutdown();
+    let dir = server.dir().join("appendonlydir");
+    let incr = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().ends_with(".incr.aof"))
+        .expect("an incremental AOF file");
+    let now = tally_tests::now_ms();
+    let mut text = String::new();
+    for (v, ts) in [("1.5", now - 7_200_000), ("2.5", now - 1000), ("3.5", now)] {
+        let ts = ts.to_string();
+        let words = ["METRIC.ADD", "old", v, "TS", &ts];
+        text.push_str(&format!("*{}\r\n", words.len()));
+        for w in words {
+            text.push_str(&format!("${}\r\n{w}\r\n", w.len()));
+        }
+    }
+    let mut bytes = std::fs::read(&incr).unwrap();
+    bytes.extend_from_slice(text.as_bytes());
+    std::fs::write(&incr, bytes).unwrap();
+    server.restart();
+    let mut c = server.conn();
+    let all: Value = tally_tests::redis::cmd("METRIC.SUMMARY")
+        .arg("old")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(tally_tests::field_f64(&all, "count"), Some(3.0));
+    let hour: Value = tally_tests::redis::cmd("METRIC.SUMMARY")
+        .arg("old")
+        .arg("WINDOW")
+        .arg(3_600_000)
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(tally_tests::field_f64(&hour, "count"), Some(2.0));
+}

@@ -6,7 +6,7 @@ use redis_module::raw;
 
 use super::aggregates::Summary;
 use super::rdb::SERIES_TYPE;
-use super::series::{Point, Series, QUANTILES};
+use super::series::{Point, Series, FUTURE_MS, QUANTILES};
 use crate::args;
 use crate::config;
 use crate::datatype::ModuleValue;
@@ -14,55 +14,113 @@ use crate::effects;
 use crate::error::Error;
 use crate::server::{self, bytes, Ctx, Key, RStr, Reply};
 
+/// Context flags of a command that replays an effect: sent by the primary, or read from the
+/// AOF (at startup or `DEBUG LOADAOF`).
+const REPLAY: c_int =
+    (raw::REDISMODULE_CTX_FLAGS_REPLICATED | raw::REDISMODULE_CTX_FLAGS_LOADING) as c_int;
+
+/// The arguments of METRIC.ADD.
+struct AddArgs {
+    value: f64,
+    ts: Option<u64>,
+    /// The internal `RETENTION ms NOW ms` of a replicated effect: the retention and the
+    /// server time the primary applied the sample with.
+    applied: Option<(u64, u64)>,
+}
+
+fn parse_add(args: &[RStr], replay: bool) -> Result<AddArgs, Error> {
+    let arg = |i: usize| bytes(args[i]);
+    let keyword = |i: usize, k: &str| -> Result<(), Error> {
+        if args::is_keyword(arg(i), k) {
+            Ok(())
+        } else {
+            Err(Error::syntax(&String::from_utf8_lossy(arg(i))))
+        }
+    };
+    if !matches!(args.len(), 3 | 5 | 9) {
+        return Err(Error::WrongArity);
+    }
+    let value = args::finite(arg(2), "value")?;
+    let ts = if args.len() >= 5 {
+        keyword(3, "TS")?;
+        Some(args::non_negative(arg(4), "TS")?)
+    } else {
+        None
+    };
+    let applied = if args.len() == 9 {
+        keyword(5, "RETENTION")?;
+        keyword(7, "NOW")?;
+        if !replay {
+            return Err(Error::custom(
+                "RETENTION and NOW are internal arguments (replication and AOF only)",
+            ));
+        }
+        let retention = args::positive(arg(6), "RETENTION", config::RETENTION_MAX as u64)?;
+        Some((retention, args::non_negative(arg(8), "NOW")?))
+    } else {
+        None
+    };
+    Ok(AddArgs { value, ts, applied })
+}
+
 /// `METRIC.ADD key value [TS unix_ms]`
 ///
-/// Records one finite sample at `TS` (default: the server's time) and updates every aggregate,
-/// bucket and sketch in O(1). Sets the key's TTL to `tally.series-ttl-ms` when that is on.
-/// Reply: the series' total sample count.
+/// Records one finite sample at `TS` (default: the server's time; at most [`FUTURE_MS`] after
+/// it) and updates every aggregate, bucket and sketch in O(1). Sets the key's TTL to
+/// `tally.series-ttl-ms` when that is on. Reply: the series' total sample count.
+///
+/// Internal form, the effect replicas and the AOF get:
+/// `METRIC.ADD key value TS unix_ms RETENTION ms NOW ms`, the retention and server time the
+/// primary applied the sample with, so a replay keeps the same buckets whatever its own clock
+/// and `tally.retention-ms` say. Only accepted from the primary or the AOF; an effect written
+/// without them (an older AOF) replays as before, relative to the newest timestamp.
 pub extern "C" fn add(ctx: Ctx, argv: *mut RStr, argc: c_int) -> c_int {
     server::run(ctx, argv, argc, |reply, args| {
-        let (value, ts) = match args.len() {
-            3 => (args::finite(bytes(args[2]), "value")?, None),
-            5 if args::is_keyword(bytes(args[3]), "TS") => (
-                args::finite(bytes(args[2]), "value")?,
-                Some(args::non_negative(bytes(args[4]), "TS")?),
-            ),
-            5 => return Err(Error::syntax(&String::from_utf8_lossy(bytes(args[3])))),
-            _ => return Err(Error::WrongArity),
-        };
-        let key = Key::write(ctx, args[1]);
+        let replay = reply.ctx_flags() & REPLAY != 0;
+        let AddArgs { value, ts, applied } = parse_add(args, replay)?;
         let now = server::now_ms();
         let explicit_ts = ts.is_some();
         let ts = ts.unwrap_or(now);
-        let retention = config::retention_ms();
+        // A replica or an AOF replay applies what the primary accepted, whenever it runs.
+        if !replay && ts > now.saturating_add(FUTURE_MS) {
+            return Err(Error::custom(format!(
+                "TS must not be more than {FUTURE_MS} ms after the server's time"
+            )));
+        }
+        let (retention, applied_at) = match applied {
+            Some(applied) => applied,
+            // An effect without them: pruned relative to the newest timestamp, as when it
+            // was written.
+            None if replay && explicit_ts => (config::retention_ms(), u64::MAX),
+            None => (config::retention_ms(), now),
+        };
+        let key = Key::write(ctx, args[1]);
         let count = match key.value::<Series>(&SERIES_TYPE)? {
             Some(series) => {
-                series.add(value, ts, retention);
+                series.add_at(value, ts, applied_at, retention);
                 series.count()
             }
             None => {
                 let mut series = Series::new();
-                series.add(value, ts, retention);
+                series.add_at(value, ts, applied_at, retention);
                 key.set_value(&SERIES_TYPE, series)?;
                 1
             }
         };
-        // Replicas and the AOF get the sample with its timestamp made explicit (a command that
-        // already names it is sent as it is), and the expiry as an absolute time, so they
-        // apply exactly what the primary applied.
+        // Replicas and the AOF get the sample with its timestamp, the retention and the time
+        // it was applied with made explicit, and the expiry as an absolute time, so they apply
+        // exactly what the primary applied.
         let ttl = config::series_ttl_ms();
         let expire_at = (ttl > 0).then(|| now.saturating_add(ttl));
         if let Some(at) = expire_at {
             key.expire_at(at);
         }
-        if explicit_ts && expire_at.is_none() {
-            // The command as sent is the whole effect: nothing to build.
-            raw::replicate_verbatim(ctx);
-        } else if effects::consumed(ctx, reply.ctx_flags()) {
-            if explicit_ts {
+        if effects::consumed(ctx, reply.ctx_flags()) {
+            if applied_at == u64::MAX {
+                // An old effect passes on as it came.
                 raw::replicate_verbatim(ctx);
             } else {
-                replicate_add(ctx, args[1], args[2], ts);
+                replicate_add(ctx, args[1], args[2], ts, retention, applied_at);
             }
             if let Some(at) = expire_at {
                 replicate_pexpireat(ctx, args[1], at);
@@ -254,18 +312,22 @@ fn write_points(reply: &Reply, points: &[Point]) {
     }
 }
 
-fn replicate_add(ctx: Ctx, key: RStr, value: RStr, ts: u64) {
-    // SAFETY: valid context and arguments of the running command; "sscl" is two
-    // RedisModuleStrings, a C string and a long long, matching the arguments.
+fn replicate_add(ctx: Ctx, key: RStr, value: RStr, ts: u64, retention: u64, now: u64) {
+    // SAFETY: valid context and arguments of the running command; "ssclclcl" is two
+    // RedisModuleStrings, then three (C string, long long) pairs, matching the arguments.
     unsafe {
         raw::RedisModule_Replicate.unwrap()(
             ctx,
             c"METRIC.ADD".as_ptr(),
-            c"sscl".as_ptr(),
+            c"ssclclcl".as_ptr(),
             key,
             value,
             c"TS".as_ptr(),
             ts as std::ffi::c_longlong,
+            c"RETENTION".as_ptr(),
+            retention as std::ffi::c_longlong,
+            c"NOW".as_ptr(),
+            now as std::ffi::c_longlong,
         );
     }
 }

@@ -20,8 +20,10 @@ pub const FINE_MS: u64 = 1000;
 pub const COARSE_MS: u64 = 60_000;
 /// Windows up to this long are served from the fine tier at 1 s resolution.
 pub const FINE_WINDOW_MS: u64 = 60_000;
-/// How far behind the newest sample the fine tier keeps buckets (one spare second).
+/// How far behind the reference time the fine tier keeps 1 s buckets (one spare second).
 const FINE_KEEP_MS: u64 = FINE_WINDOW_MS + FINE_MS;
+/// How far after the server's time a client may date a sample (METRIC.ADD refuses later).
+pub const FUTURE_MS: u64 = 300_000;
 
 /// The quantiles every summary reports, as exact fractions: p50, p90, p95, p99.
 pub const QUANTILES: [(&str, u64, u64); 4] = [
@@ -72,8 +74,11 @@ impl Tier {
     }
 
     /// Adds a sample (its sketch bin already computed) unless it is older than `keep_from`,
-    /// dropping buckets that start before.
-    fn add(&mut self, value: f64, bin: i32, ts: u64, keep_from: u64) {
+    /// dropping buckets that start before. With `head` (the 1 s tier), the buckets and
+    /// samples between the start of `keep_from`'s minute and `keep_from` are not dropped but
+    /// merged into one front bucket (the head), so the tier keeps whole minutes: every
+    /// sample from the start of its front bucket's minute on is in it.
+    fn add(&mut self, value: f64, bin: i32, ts: u64, keep_from: u64, head: bool) {
         let start = floor_to(ts, self.width);
         // The common case: the sample belongs to the newest bucket.
         if let Some(b) = self.buckets.back_mut() {
@@ -84,15 +89,44 @@ impl Tier {
             }
         }
         let keep_from = floor_to(keep_from, self.width);
+        let drop_before = if head {
+            floor_to(keep_from, COARSE_MS)
+        } else {
+            keep_from
+        };
         while self
             .buckets
             .front()
-            .is_some_and(|b| self.start_of(b) < keep_from)
+            .is_some_and(|b| self.start_of(b) < drop_before)
         {
             self.buckets.pop_front();
         }
-        if ts < keep_from {
+        if ts < drop_before {
             return;
+        }
+        if head {
+            // Fold the seconds that fell behind `keep_from` into the head.
+            while self.buckets.len() >= 2 && self.start_of(&self.buckets[1]) < keep_from {
+                let b = self.buckets.remove(1).unwrap_or_default();
+                let front = &mut self.buckets[0];
+                front.agg.merge(&b.agg);
+                front.sketch.merge(&b.sketch, BUCKET_CAP);
+            }
+            if ts < keep_from {
+                match self.buckets.front_mut() {
+                    Some(front) if floor_to(front.agg.first_ts, self.width) < keep_from => {
+                        front.agg.add(value, ts);
+                        front.sketch.add_index(bin, BUCKET_CAP);
+                    }
+                    _ => {
+                        let mut b = Bucket::default();
+                        b.agg.add(value, ts);
+                        b.sketch.add_index(bin, BUCKET_CAP);
+                        self.buckets.push_front(b);
+                    }
+                }
+                return;
+            }
         }
         let at = self.buckets.partition_point(|b| self.start_of(b) < start);
         if self
@@ -134,11 +168,17 @@ impl Tier {
             buckets: buckets.into(),
         };
         let starts: Vec<u64> = tier.buckets.iter().map(|b| tier.start_of(b)).collect();
+        // Each bucket lies within its width; the 1 s tier's front bucket (its head) may span
+        // the rest of its minute.
         let ok = starts.windows(2).all(|w| w[0] < w[1])
-            && tier
-                .buckets
-                .iter()
-                .all(|b| b.agg.count > 0 && floor_to(b.agg.last_ts, width) == tier.start_of(b));
+            && tier.buckets.iter().enumerate().all(|(i, b)| {
+                let span = if i == 0 && width == FINE_MS {
+                    COARSE_MS
+                } else {
+                    width
+                };
+                b.agg.count > 0 && floor_to(b.agg.last_ts, span) == floor_to(b.agg.first_ts, span)
+            });
         if ok {
             Ok(tier)
         } else {
@@ -189,23 +229,42 @@ impl Series {
         Self::default()
     }
 
-    /// Records one sample (`value` finite). O(1): two bucket updates and two sketch updates,
-    /// each bounded by the sketch caps. Samples older than `retention_ms` before the newest
-    /// one only count in the all-time views.
+    /// Records one sample (`value` finite) as a replay of an old effect would: buckets are
+    /// kept relative to the newest timestamp. See [`Series::add_at`].
     pub fn add(&mut self, value: f64, ts: u64, retention_ms: u64) {
+        self.add_at(value, ts, u64::MAX, retention_ms);
+    }
+
+    /// Records one sample (`value` finite) at `ts`, added at server time `now_ms`. O(1): two
+    /// bucket updates and two sketch updates, each bounded by the sketch caps.
+    ///
+    /// Buckets are kept relative to a reference time: the newest timestamp, but never later
+    /// than `now_ms` (a sample from the future does not push the present out) nor more than
+    /// [`FUTURE_MS`] before the newest timestamp (memory stays bounded whatever `now_ms`
+    /// says). The 60 s tier keeps `retention_ms` before the reference, the 1 s tier 61 s (in
+    /// whole minutes, see `Tier::add`). Samples older only count in the all-time views. The
+    /// reference depends only on the arguments and the stored samples, so a replica or an AOF
+    /// replay given the same `now_ms` ends with the same state.
+    pub fn add_at(&mut self, value: f64, ts: u64, now_ms: u64, retention_ms: u64) {
         let newest = if self.all.count == 0 {
             ts
         } else {
             self.all.last_ts.max(ts)
         };
+        let reference = newest.min(now_ms).max(newest.saturating_sub(FUTURE_MS));
         // The sketch bin (a logarithm) is computed once for the three sketches.
         let bin = index_of(value);
         self.all.add(value, ts);
         self.sketch.add_index(bin, ALL_TIME_CAP);
-        self.coarse
-            .add(value, bin, ts, newest.saturating_sub(retention_ms));
+        self.coarse.add(
+            value,
+            bin,
+            ts,
+            reference.saturating_sub(retention_ms),
+            false,
+        );
         self.fine
-            .add(value, bin, ts, newest.saturating_sub(FINE_KEEP_MS));
+            .add(value, bin, ts, reference.saturating_sub(FINE_KEEP_MS), true);
     }
 
     pub fn count(&self) -> u64 {
@@ -236,35 +295,51 @@ impl Series {
         summarize(&agg, &sketches)
     }
 
-    /// The stored buckets visible at `now_ms` under `retention_ms`, oldest first, each with its
-    /// start: 1 s buckets where the fine tier has them (from the first whole minute it
-    /// covers), 60 s buckets before that.
+    /// The stored buckets visible at `now_ms` under `retention_ms` (from the retention's
+    /// start, rounded down to the minute, to the buckets starting at `now_ms` at the latest),
+    /// oldest first, each with its start. Every sample of a visible 60 s bucket is in exactly
+    /// one of them: a minute is given as its 1 s buckets when they hold all of its samples
+    /// (their counts add up to the 60 s bucket's), else as its 60 s bucket. The 1 s tier
+    /// keeps whole minutes (`Tier::add`), so that is every minute it covers. O(buckets).
     fn stored(&self, now_ms: u64, retention_ms: u64) -> Vec<(u64, &Bucket)> {
         let visible_from = floor_to(now_ms.saturating_sub(retention_ms), COARSE_MS);
-        let fine_from = self.fine.buckets.front().map_or(u64::MAX, |b| {
-            self.fine.start_of(b).div_ceil(COARSE_MS) * COARSE_MS
-        });
-        let coarse = self
-            .coarse
-            .between(visible_from, fine_from.saturating_sub(1))
-            .map(|b| (self.coarse.start_of(b), b));
-        let fine = self
-            .fine
-            .between(fine_from.max(visible_from), u64::MAX)
-            .map(|b| (self.fine.start_of(b), b));
-        coarse.chain(fine).collect()
+        let mut out = Vec::new();
+        let mut fine = self.fine.between(visible_from, u64::MAX).peekable();
+        for minute in self.coarse.between(visible_from, now_ms) {
+            let start = self.coarse.start_of(minute);
+            let end = start + COARSE_MS;
+            while fine.next_if(|b| self.fine.start_of(b) < start).is_some() {}
+            let at = out.len();
+            let mut count = 0;
+            while let Some(b) = fine.next_if(|b| self.fine.start_of(b) < end) {
+                count += b.agg.count;
+                // The minute's seconds after `now_ms` count to check it is whole, but are
+                // not visible yet.
+                if self.fine.start_of(b) <= now_ms {
+                    out.push((self.fine.start_of(b), b));
+                }
+            }
+            if count != minute.agg.count {
+                out.truncate(at);
+                out.push((start, minute));
+            }
+        }
+        out
     }
 
-    /// The oldest and newest timestamps of the data visible at `now_ms` (for `-` and `+`).
+    /// The oldest and newest timestamps of the data visible at `now_ms` (for `-` and `+`);
+    /// the newest is at most `now_ms`.
     pub fn bounds(&self, now_ms: u64, retention_ms: u64) -> Option<(u64, u64)> {
         let stored = self.stored(now_ms, retention_ms);
         let first = stored.first()?.0;
         let last = stored.iter().map(|(_, b)| b.agg.last_ts).max()?;
-        Some((first, last))
+        Some((first, last.min(now_ms)))
     }
 
     /// Per-bucket aggregates over `from_ms..=to_ms` in buckets of `bucket_ms`, non-empty only,
-    /// oldest first. A stored bucket counts in the range bucket that holds its start.
+    /// oldest first, of the data visible at `now_ms`. A stored bucket counts in the range
+    /// bucket that holds its start, or, when it starts before `from_ms` and has samples from
+    /// `from_ms` on, in the range bucket that holds `from_ms`.
     pub fn range(
         &self,
         from_ms: u64,
@@ -273,13 +348,12 @@ impl Series {
         now_ms: u64,
         retention_ms: u64,
     ) -> Vec<Point> {
-        let from = floor_to(from_ms, bucket_ms);
         let mut points: Vec<(u64, Aggregates)> = Vec::new();
         for (start, b) in self.stored(now_ms, retention_ms) {
-            if start < from || start > to_ms {
+            if start > to_ms || b.agg.last_ts < from_ms {
                 continue;
             }
-            let ts = floor_to(start, bucket_ms);
+            let ts = floor_to(start.max(from_ms), bucket_ms);
             match points.last_mut() {
                 Some((t, agg)) if *t == ts => agg.merge(&b.agg),
                 _ => points.push((ts, b.agg)),
@@ -468,5 +542,195 @@ mod tests {
         }
         let bytes = std::mem::size_of::<Series>() + fast.heap_bytes();
         assert!(bytes <= 256 * 1024, "1000/s for 10 minutes: {bytes} B");
+    }
+
+    /// Deterministic pseudo-random numbers for the property tests.
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+        fn below(&mut self, n: u64) -> u64 {
+            self.next() % n
+        }
+    }
+
+    fn counts(points: &[Point]) -> Vec<(u64, u64)> {
+        points.iter().map(|p| (p.ts, p.count)).collect()
+    }
+
+    /// Samples with `lo <= ts <= hi`, grouped by `floor(ts, bucket)`: the brute-force reply.
+    fn brute(samples: &[(f64, u64)], lo: u64, hi: u64, bucket: u64) -> Vec<(u64, u64)> {
+        let mut by: std::collections::BTreeMap<u64, u64> = Default::default();
+        for &(_, t) in samples.iter().filter(|&&(_, t)| lo <= t && t <= hi) {
+            *by.entry(floor_to(t, bucket)).or_default() += 1;
+        }
+        by.into_iter().collect()
+    }
+
+    #[test]
+    fn a_series_younger_than_a_minute_has_its_last_seconds_at_one_second_resolution() {
+        // Created 25 s past a minute boundary, 10 samples 1 s apart.
+        let start = T0 + 25_000;
+        let mut s = Series::new();
+        for i in 0..10 {
+            s.add_at(i as f64, start + i * 1000, start + i * 1000, HOUR);
+        }
+        let now = start + 9_500;
+        let points = s.range(now - 10_000, now, 1000, now, HOUR);
+        assert_eq!(
+            counts(&points),
+            (0..10).map(|i| (start + i * 1000, 1)).collect::<Vec<_>>()
+        );
+        // A window of the last 5 s: from 4.5 s rounded down to 4 s, samples 4..=9.
+        assert_eq!(s.window(now, 5_000).unwrap().count, 6);
+    }
+
+    #[test]
+    fn a_range_starting_inside_a_stored_minute_shows_its_samples_at_from() {
+        // Minutes 0..5 at one sample per 10 s; the 1 s tier covers only the last ones.
+        let samples: Vec<(f64, u64)> = (0..36).map(|i| (1.0, T0 + i * 10_000)).collect();
+        let s = feed(samples.iter().copied());
+        let now = T0 + 360_000;
+        // From 90 s: inside minute 1 (stored as one 60 s bucket).
+        let points = s.range(T0 + 90_000, now, 60_000, now, HOUR);
+        assert_eq!(points[0].ts, T0 + 60_000);
+        assert_eq!(
+            points[0].count, 6,
+            "all of minute 1, shown at from's bucket"
+        );
+        let points = s.range(T0 + 90_000, now, 10_000, now, HOUR);
+        assert_eq!(
+            points[0].ts,
+            T0 + 90_000,
+            "the reply bucket holding from_ms"
+        );
+        assert_eq!(points[0].count, 6);
+        assert_eq!(points.iter().map(|p| p.count).sum::<u64>(), 36 - 6);
+    }
+
+    #[test]
+    fn a_sample_from_the_future_counts_all_time_and_shows_once_its_time_comes() {
+        let mut s = Series::new();
+        for i in 0..30 {
+            s.add_at(1.0, T0 + i * 1000, T0 + i * 1000, HOUR);
+        }
+        let now = T0 + 29_000;
+        s.add_at(100.0, now + 120_000, now, HOUR); // two minutes ahead
+        for i in 30..60 {
+            s.add_at(1.0, T0 + i * 1000, T0 + i * 1000, HOUR);
+        }
+        let now = T0 + 59_500;
+        assert_eq!(s.summary().unwrap().count, 61);
+        // The present keeps its 1 s buckets and the future sample is not counted yet.
+        let w = s.window(now, 60_000).unwrap();
+        assert_eq!((w.count, w.max), (60, 1.0));
+        assert_eq!(s.window(now, HOUR).unwrap().count, 60);
+        assert_eq!(
+            s.range(now - 10_000, now + HOUR, 1000, now, HOUR).len(),
+            10,
+            "seconds 50..=59 (49 is before from), nothing later"
+        );
+        assert_eq!(s.bounds(now, HOUR).unwrap().1, T0 + 59_000);
+        // Once server time reaches it, it is in windows and ranges.
+        let later = T0 + 29_000 + 120_500;
+        assert_eq!(s.window(later, 10_000).unwrap().max, 100.0);
+        let points = s.range(later - 60_000, later, 1000, later, HOUR);
+        assert_eq!(counts(&points), vec![(T0 + 149_000, 1)]);
+        // A timestamp far ahead (only replication can bring one) keeps at most FUTURE_MS of
+        // the present.
+        let mut s = feed((0..600).map(|i| (1.0, T0 + i * 1000)));
+        s.add_at(1.0, T0 + 100 * HOUR, T0 + 600_000, HOUR);
+        assert!(s.parts().2.buckets().len() <= 2);
+    }
+
+    #[test]
+    fn every_retained_sample_is_in_exactly_one_reply_bucket_of_a_range_covering_it() {
+        let mut r = Rng(0x9E3779B97F4A7C15);
+        for case in 0..300 {
+            // A series of up to 40 minutes, samples mostly in order, some late, some ahead.
+            let base = T0 + r.below(60_000);
+            let mut now = base;
+            let mut s = Series::new();
+            let mut samples = Vec::new();
+            let n = 1 + r.below(400);
+            let step = 1 + r.below(6_000);
+            for _ in 0..n {
+                now += r.below(2 * step);
+                let ts = match r.below(10) {
+                    0 => now.saturating_sub(r.below(300_000)).max(base),
+                    1 => now + r.below(FUTURE_MS + 1),
+                    _ => now,
+                };
+                let v = r.below(1000) as f64;
+                s.add_at(v, ts, now, HOUR);
+                samples.push((v, ts));
+            }
+            let now_q = floor_to(now + r.below(90_000), 1000);
+            let label = format!("case {case}: {n} samples, now {}", now_q - T0);
+            // Everything up to now: every sample up to now_q, none after its minute.
+            let all: u64 = s
+                .range(0, now_q, 60_000, now_q, HOUR)
+                .iter()
+                .map(|p| p.count)
+                .sum();
+            let total = |lo, hi| {
+                brute(&samples, lo, hi, HOUR)
+                    .iter()
+                    .map(|c| c.1)
+                    .sum::<u64>()
+            };
+            let (least, most) = (total(0, now_q), total(0, floor_to(now_q, 60_000) + 59_999));
+            assert!(
+                least <= all && all <= most,
+                "{label}: {least} <= {all} <= {most}"
+            );
+            // Whole minutes: exact, per minute.
+            let from = floor_to(base + r.below(now_q - base + 1), 60_000);
+            let to = (from + (1 + r.below(40)) * 60_000 - 1).min(floor_to(now_q, 60_000) - 1);
+            if from < to {
+                assert_eq!(
+                    counts(&s.range(from, to, 60_000, now_q, HOUR)),
+                    brute(&samples, from, to, 60_000),
+                    "{label}: minutes {from}..={to}"
+                );
+            }
+            // The last 60 s of server time: exact at any sub-minute resolution.
+            for bucket in [1000, 2000, 5000, 10_000, 30_000] {
+                let from = now_q - 60_000;
+                assert_eq!(
+                    counts(&s.range(from, now_q, bucket, now_q, HOUR)),
+                    brute(&samples, from, now_q + 999, bucket),
+                    "{label}: last minute by {bucket}"
+                );
+            }
+            // Windows up to a minute: the same samples.
+            let w = 1 + r.below(60_000);
+            let want = brute(&samples, floor_to(now_q - w, 1000), now_q + 999, HOUR);
+            assert_eq!(
+                s.window(now_q, w).map_or(0, |x| x.count),
+                want.iter().map(|c| c.1).sum::<u64>(),
+                "{label}: window {w}"
+            );
+            // Any range: every covered sample counted once, nothing beyond the stored
+            // buckets the range touches.
+            let from = base + r.below(now_q - base + 1);
+            let to = from + r.below(now_q - from + 1);
+            let bucket = 1000 * (1 + r.below(120));
+            let got: u64 = s
+                .range(from, to, bucket, now_q, HOUR)
+                .iter()
+                .map(|p| p.count)
+                .sum();
+            let covered = total(from, to);
+            let loose = total(floor_to(from, 60_000), floor_to(to, 60_000) + 59_999);
+            assert!(
+                covered <= got && got <= loose,
+                "{label}: {from}..={to} by {bucket}: {covered} <= {got} <= {loose}"
+            );
+        }
     }
 }
