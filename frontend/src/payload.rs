@@ -3,15 +3,18 @@
 //! body must have arrived (408). Everything here runs before Redis is touched, so an invalid
 //! request stores nothing and uses no rate-limit budget.
 
+use std::any::Any;
 use std::cell::{Cell, RefCell};
 use std::future::Future;
+use std::io::Write;
+use std::os::fd::AsFd;
 use std::pin::Pin;
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use actix_web::body::{BodySize, BoxBody, MessageBody};
-use actix_web::dev::{self, Service, ServiceRequest, ServiceResponse};
+use actix_web::dev::{self, Extensions, Service, ServiceRequest, ServiceResponse};
 use actix_web::error::PayloadError;
 use actix_web::http::header::CONTENT_LENGTH;
 use actix_web::http::ConnectionType;
@@ -93,17 +96,83 @@ pub async fn read_json(
 
 /// How long a request's head and body together may take to arrive. actix's
 /// `client_request_timeout` (set to this too) covers the head of a connection's first request;
-/// [`body_deadline`] covers the body.
+/// [`body_deadline`] covers the body; the [`Connection`] watchdog the head of a later request.
 pub const REQUEST_DEADLINE: Duration = Duration::from_secs(10);
 
-/// When a connection was accepted (put in its data by `HttpServer::on_connect`); its first
-/// request takes it, so that request's head and body share one deadline.
-#[derive(Debug)]
-pub struct ConnectionStart(Cell<Option<Instant>>);
+/// How long a kept-alive connection may sit idle between requests before actix closes it.
+pub const KEEP_ALIVE: Duration = Duration::from_secs(5);
 
-impl ConnectionStart {
-    pub fn now() -> ConnectionStart {
-        ConnectionStart(Cell::new(Some(Instant::now())))
+/// One connection's timing, in its connection data (put there by [`Connection::on_connect`]).
+#[derive(Debug)]
+pub struct Connection {
+    /// When it was accepted; its first request takes it, so that request's head and body share
+    /// one deadline.
+    start: Cell<Option<Instant>>,
+    /// Since when no request has been in progress: set when a response is ready, cleared when
+    /// the next request's head has arrived; `None` before the first request.
+    idle_since: Cell<Option<Instant>>,
+    /// A second handle on the socket, for the watchdog to close it; closed with this.
+    socket: Option<std::net::TcpStream>,
+}
+
+impl Connection {
+    /// For `HttpServer::on_connect`: records when the connection started and, for a TCP
+    /// connection, starts its watchdog. actix times only the head of a connection's first
+    /// request (`client_request_timeout`); once a kept-alive connection has received a byte of
+    /// the next request, nothing would close it if the rest never came. The watchdog does: a
+    /// connection with no request in progress [`KEEP_ALIVE`] + [`REQUEST_DEADLINE`] after its
+    /// last response (idle that long, actix would have closed it already, so a head is being
+    /// trickled) gets an empty 408 and is shut down.
+    pub fn on_connect(conn: &dyn Any, data: &mut Extensions) {
+        let socket = conn
+            .downcast_ref::<actix_web::rt::net::TcpStream>()
+            .and_then(|s| s.as_fd().try_clone_to_owned().ok())
+            .map(std::net::TcpStream::from);
+        let watched = socket.is_some();
+        let connection = Rc::new(Connection {
+            start: Cell::new(Some(Instant::now())),
+            idle_since: Cell::new(None),
+            socket,
+        });
+        if watched {
+            actix_web::rt::spawn(watchdog(Rc::downgrade(&connection)));
+        }
+        data.insert(connection);
+    }
+
+    fn time_out(&self) {
+        if let Some(socket) = &self.socket {
+            log::info!(
+                "closing a connection whose next request did not arrive within {} s",
+                REQUEST_DEADLINE.as_secs()
+            );
+            // Best effort: the socket is non-blocking and nothing else is being written.
+            let _ = (&*socket).write_all(
+                b"HTTP/1.1 408 Request Timeout\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+            );
+            let _ = socket.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
+/// Watches one connection until it is gone (see [`Connection::on_connect`]); wakes at most
+/// every [`REQUEST_DEADLINE`].
+async fn watchdog(connection: Weak<Connection>) {
+    let limit = KEEP_ALIVE + REQUEST_DEADLINE;
+    loop {
+        let Some(c) = connection.upgrade() else {
+            return;
+        };
+        let next = match c.idle_since.get() {
+            Some(since) if since.elapsed() >= limit => {
+                c.time_out();
+                return;
+            }
+            Some(since) => since + limit,
+            None => Instant::now() + REQUEST_DEADLINE,
+        };
+        drop(c);
+        tokio::time::sleep_until(next.into()).await;
     }
 }
 
@@ -215,9 +284,13 @@ where
     S: Service<ServiceRequest, Response = ServiceResponse<BoxBody>, Error = actix_web::Error>,
     S::Future: 'static,
 {
-    let start = req
-        .conn_data::<ConnectionStart>()
-        .and_then(|c| c.0.take())
+    let connection = req.conn_data::<Rc<Connection>>().cloned();
+    if let Some(c) = &connection {
+        c.idle_since.set(None);
+    }
+    let start = connection
+        .as_ref()
+        .and_then(|c| c.start.take())
         .unwrap_or_else(Instant::now);
     let body = match req.take_payload() {
         dev::Payload::None => None,
@@ -237,7 +310,11 @@ where
     };
     let response = srv.call(req);
     async move {
-        let mut res = response.await?;
+        let res = response.await;
+        if let Some(c) = &connection {
+            c.idle_since.set(Some(Instant::now()));
+        }
+        let mut res = res?;
         let mut unfinished = None;
         if let Some((inner, progress)) = body {
             if progress.expired.get() {

@@ -127,10 +127,18 @@ fn trickle(mut write: OwnedWriteHalf, pieces: Vec<Vec<u8>>) -> tokio::task::Join
 
 /// Reads until the server closes the connection (EOF or reset); returns what it sent and when
 /// it closed, measured from `since`. Fails if it is still open after `CLOSED_BY` + 5 s.
-async fn read_until_closed(mut read: OwnedReadHalf, since: Instant) -> (String, Duration) {
+async fn read_until_closed(read: OwnedReadHalf, since: Instant) -> (String, Duration) {
+    read_until_closed_within(read, since, CLOSED_BY + Duration::from_secs(5)).await
+}
+
+async fn read_until_closed_within(
+    mut read: OwnedReadHalf,
+    since: Instant,
+    give_up: Duration,
+) -> (String, Duration) {
     let mut received = Vec::new();
     let mut buf = [0u8; 4096];
-    tokio::time::timeout(CLOSED_BY + Duration::from_secs(5), async {
+    tokio::time::timeout(give_up, async {
         loop {
             match read.read(&mut buf).await {
                 Ok(0) | Err(_) => break,
@@ -302,4 +310,46 @@ async fn a_later_request_on_a_kept_alive_connection_has_its_own_deadline() {
         "{closed_after:?}"
     );
     assert_eq!(stored_count(&server, "kacpu"), 1);
+}
+
+#[tokio::test]
+async fn a_later_head_trickled_on_a_kept_alive_connection_is_cut_off() {
+    // actix times only a connection's first head; after a complete first request, the head of
+    // the next one trickles in a byte a second. The connection is closed once it has had no
+    // request in progress for the keep-alive time (5 s) plus the deadline (10 s).
+    let server = Server::start();
+    let app = TestApp::spawn(&server).await;
+    let (mut read, mut write) = connect(&app).await;
+    let body = r#"{"timestamp":"2025-01-01T10:00:00Z","value":75,"type":"kahead"}"#;
+    let first = format!(
+        "POST /api/metrics HTTP/1.1\r\nHost: tally\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    write.write_all(first.as_bytes()).await.expect("write");
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !String::from_utf8_lossy(&answer).contains("stored successfully") {
+        let n = read.read(&mut buf).await.expect("read the first answer");
+        assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&answer));
+        answer.extend_from_slice(&buf[..n]);
+    }
+    assert!(answer.starts_with(b"HTTP/1.1 201"));
+    let answered = Instant::now();
+    let mut pieces = vec![b"GET /health HTTP/1.1\r\n".to_vec()];
+    pieces.extend(bytes_each(&format!("X-Slow: {}", "a".repeat(60))));
+    let writer = trickle(write, pieces);
+    let (received, closed_after) =
+        read_until_closed_within(read, answered, Duration::from_secs(30)).await;
+    writer.abort();
+    assert!(
+        received.is_empty() || received.starts_with("HTTP/1.1 408"),
+        "{received}"
+    );
+    assert!(closed_after >= DEADLINE, "{closed_after:?}");
+    assert!(
+        closed_after < DEADLINE + Duration::from_secs(10),
+        "{closed_after:?}"
+    );
+    assert_eq!(stored_count(&server, "kahead"), 1);
 }
