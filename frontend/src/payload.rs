@@ -176,9 +176,9 @@ async fn watchdog(connection: Weak<Connection>) {
     }
 }
 
-/// Where a request's body stands, shared by the body stream and [`body_deadline`].
-#[derive(Default)]
-struct BodyProgress {
+/// A request's body and where it stands, shared by the body stream and [`body_deadline`].
+struct RequestBody {
+    payload: RefCell<dev::Payload>,
     /// The whole body arrived.
     complete: Cell<bool>,
     /// The deadline passed first.
@@ -187,17 +187,16 @@ struct BodyProgress {
 
 /// The request's body, ending in an error once `deadline` has passed before its end.
 struct DeadlineBody {
-    inner: Rc<RefCell<dev::Payload>>,
+    body: Rc<RequestBody>,
     deadline: Instant,
     /// Armed the first time the body is not ready, so a body that is already there (most of
     /// them) costs no timer.
     timer: Option<Pin<Box<tokio::time::Sleep>>>,
-    progress: Rc<BodyProgress>,
 }
 
 impl DeadlineBody {
     fn expire(&self) -> Poll<Option<Result<Bytes, PayloadError>>> {
-        self.progress.expired.set(true);
+        self.body.expired.set(true);
         Poll::Ready(Some(Err(PayloadError::Io(std::io::Error::new(
             std::io::ErrorKind::TimedOut,
             "the request body did not arrive in time",
@@ -209,16 +208,16 @@ impl Stream for DeadlineBody {
     type Item = Result<Bytes, PayloadError>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        if self.progress.complete.get() || self.progress.expired.get() {
+        if self.body.complete.get() || self.body.expired.get() {
             return Poll::Ready(None);
         }
         // Checked before each chunk: a client trickling a byte at a time always has one ready.
         if Instant::now() >= self.deadline {
             return self.expire();
         }
-        let next = self.inner.borrow_mut().poll_next_unpin(cx);
+        let next = self.body.payload.borrow_mut().poll_next_unpin(cx);
         match next {
-            Poll::Ready(None) => self.progress.complete.set(true),
+            Poll::Ready(None) => self.body.complete.set(true),
             Poll::Ready(Some(_)) => {}
             Poll::Pending => {
                 let deadline = self.deadline;
@@ -240,7 +239,7 @@ impl Stream for DeadlineBody {
 pub struct ResponseBody {
     inner: BoxBody,
     #[allow(dead_code)] // held, never read
-    unfinished_request_body: Option<Rc<RefCell<dev::Payload>>>,
+    unfinished_request_body: Option<Rc<RequestBody>>,
 }
 
 impl MessageBody for ResponseBody {
@@ -295,17 +294,19 @@ where
     let body = match req.take_payload() {
         dev::Payload::None => None,
         payload => {
-            let inner = Rc::new(RefCell::new(payload));
-            let progress = Rc::new(BodyProgress::default());
+            let body = Rc::new(RequestBody {
+                payload: RefCell::new(payload),
+                complete: Cell::new(false),
+                expired: Cell::new(false),
+            });
             req.set_payload(dev::Payload::Stream {
                 payload: Box::pin(DeadlineBody {
-                    inner: inner.clone(),
+                    body: body.clone(),
                     deadline: start + REQUEST_DEADLINE,
                     timer: None,
-                    progress: progress.clone(),
                 }),
             });
-            Some((inner, progress))
+            Some(body)
         }
     };
     let response = srv.call(req);
@@ -316,8 +317,8 @@ where
         }
         let mut res = res?;
         let mut unfinished = None;
-        if let Some((inner, progress)) = body {
-            if progress.expired.get() {
+        if let Some(body) = body {
+            if body.expired.get() {
                 let (req, _) = res.into_parts();
                 log::info!(
                     "{} {}: 408, the body did not arrive within {} s",
@@ -337,8 +338,8 @@ where
                     .set_connection_type(ConnectionType::Close);
                 res = ServiceResponse::new(req, timeout);
             }
-            if !progress.complete.get() {
-                unfinished = Some(inner);
+            if !body.complete.get() {
+                unfinished = Some(body);
             }
         }
         Ok(res.map_body(|_, inner| ResponseBody {
