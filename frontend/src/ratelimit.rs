@@ -5,6 +5,10 @@
 //! (`TRUSTED_PROXIES`), and then walked from the right, skipping trusted proxies: the first
 //! address that is not one is the client. Anything a client can write (the left part of the
 //! header) is never believed past an untrusted hop.
+//!
+//! The rate-limited identity is that address for IPv4, and its /64 network for IPv6: one
+//! ordinary IPv6 subscriber holds a whole /64 (2^64 addresses), so limiting per /128 would give
+//! one person 2^64 budgets. IPv4-mapped IPv6 (`::ffff:1.2.3.4`) is the IPv4 client.
 
 use std::net::{IpAddr, Ipv6Addr};
 
@@ -109,7 +113,7 @@ impl Denied {
 /// One `RATELIMIT.CHECK` for the client of `req` with `cost`: `Ok` to go on, or the 429.
 /// Redis being unreachable is a 503 (the limit fails closed).
 pub async fn enforce(state: &AppState, req: &HttpRequest, cost: u64) -> Result<Granted, ApiError> {
-    let client = client_ip(req, &state.config.trusted_proxies);
+    let client = client_identity(client_ip(req, &state.config.trusted_proxies));
     let policy = &state.policy;
     let decision = state
         .store
@@ -126,6 +130,21 @@ pub async fn enforce(state: &AppState, req: &HttpRequest, cost: u64) -> Result<G
             policy: policy.clone(),
             decision,
         }))
+    }
+}
+
+/// Length of the IPv6 prefix that identifies one client.
+pub const IPV6_CLIENT_PREFIX: u32 = 64;
+
+/// Who is rate limited for the client address `ip`: an IPv4 address as is, an IPv6 address as
+/// its /64 network (the interface bits zeroed), so every address of one /64 shares one budget.
+pub fn client_identity(ip: IpAddr) -> IpAddr {
+    match canonical(ip) {
+        IpAddr::V6(v6) => {
+            let mask = u128::MAX << (128 - IPV6_CLIENT_PREFIX);
+            IpAddr::V6(Ipv6Addr::from(u128::from(v6) & mask))
+        }
+        v4 => v4,
     }
 }
 
@@ -333,6 +352,37 @@ mod tests {
             Some(ip("1.2.3.4"))
         );
         assert_eq!(parse_forwarded_entry("unknown"), None);
+    }
+
+    #[test]
+    fn an_ipv6_client_is_its_64_network_and_an_ipv4_client_its_address() {
+        for (addr, identity) in [
+            ("2001:db8:1:2::1", "2001:db8:1:2::"),
+            ("2001:db8:1:2:ffff:ffff:ffff:ffff", "2001:db8:1:2::"),
+            ("2001:db8:1:2:a:b:c:d", "2001:db8:1:2::"),
+            ("2001:db8:1:3::1", "2001:db8:1:3::"),
+            ("::1", "::"),
+            ("203.0.113.7", "203.0.113.7"),
+            ("::ffff:203.0.113.7", "203.0.113.7"),
+        ] {
+            assert_eq!(client_identity(ip(addr)), ip(identity), "{addr}");
+        }
+        // Neighbouring IPv4 addresses stay apart.
+        assert_ne!(
+            client_identity(ip("203.0.113.7")),
+            client_identity(ip("203.0.113.8"))
+        );
+    }
+
+    #[test]
+    fn trusted_proxies_are_matched_on_full_ipv6_addresses_not_on_the_64() {
+        // A proxy at 2001:db8::1 is trusted; its /64 neighbour is a client like any other.
+        let t = TrustedProxies::parse("2001:db8::1").unwrap();
+        let peer = ip("2001:db8::1");
+        assert_eq!(
+            walk_forwarded_for(peer, &["2001:db8::2"], &t),
+            ip("2001:db8::2")
+        );
     }
 
     #[test]

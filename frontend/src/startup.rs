@@ -12,6 +12,7 @@ use actix_web::{web, App, HttpServer};
 
 use crate::breaker::{Breaker, Clock, SystemClock, DEFAULT_TRIAL_CALLS};
 use crate::config::Config;
+use crate::payload::{self, Connection, KEEP_ALIVE, REQUEST_DEADLINE};
 use crate::ratelimit::Policy;
 use crate::routes;
 use crate::store::Store;
@@ -111,6 +112,8 @@ impl Application {
             let telemetry = telemetry.clone();
             App::new()
                 .app_data(state)
+                // Innermost: the telemetry and the access log see its 408.
+                .wrap_fn(payload::body_deadline)
                 .wrap_fn(move |req, srv| {
                     let route = Telemetry::route_index(req.path());
                     let start = Instant::now();
@@ -130,6 +133,12 @@ impl Application {
                 .configure(routes::configure)
                 .default_service(web::to(routes::not_found))
         })
+        // Slow clients: the head of a connection's first request within REQUEST_DEADLINE
+        // (else actix answers 408 and closes); the body by the same deadline (body_deadline);
+        // the head of a later request watched by the connection's watchdog.
+        .client_request_timeout(REQUEST_DEADLINE)
+        .keep_alive(KEEP_ALIVE)
+        .on_connect(Connection::on_connect)
         .listen(listener)
         .map_err(|e| StartupError::Bind(local.to_string(), e))?
         // SIGTERM / SIGINT: stop accepting, finish what is in flight (up to this long).

@@ -151,3 +151,88 @@ async fn an_unreachable_upstream_counts_as_a_failure() {
         ("open", Some("external service failure"))
     );
 }
+
+#[tokio::test]
+async fn a_404_gives_the_fallback_with_its_status_and_never_opens_the_breaker() {
+    let upstream = Upstream::start(404).await;
+    let app = TestApp::spawn_with(Config {
+        external_service_url: Some(upstream.url.clone()),
+        cb_failure_threshold: 2,
+        ..no_redis()
+    })
+    .await;
+    for _ in 0..5 {
+        assert_eq!(
+            call(&app).await,
+            (
+                "closed".to_string(),
+                serde_json::json!({
+                    "fallback": true,
+                    "reason": "external service refused",
+                    "upstream_status": 404
+                })
+            )
+        );
+    }
+    assert_eq!(upstream.hits(), 5, "every call reached the upstream");
+    let metrics = app.prometheus().await;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == "tally_circuit_breaker_transitions_total{from=\"closed\",to=\"open\"} 0"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn a_302_is_not_followed_and_does_not_open_the_breaker() {
+    // Following the redirect would reach `target`, which answers 200.
+    let target = Upstream::start(200).await;
+    let upstream = Upstream::start(302).await;
+    upstream.set_location(&target.url);
+    let app = TestApp::spawn_with(Config {
+        external_service_url: Some(upstream.url.clone()),
+        cb_failure_threshold: 2,
+        ..no_redis()
+    })
+    .await;
+    for _ in 0..3 {
+        assert_eq!(
+            call(&app).await,
+            (
+                "closed".to_string(),
+                serde_json::json!({
+                    "fallback": true,
+                    "reason": "external service redirected",
+                    "upstream_status": 302
+                })
+            )
+        );
+    }
+    assert_eq!(upstream.hits(), 3);
+    assert_eq!(target.hits(), 0, "the redirect was not followed");
+}
+
+#[tokio::test]
+async fn only_consecutive_5xx_open_the_breaker_and_a_4xx_between_them_resets_the_count() {
+    let upstream = Upstream::start(500).await;
+    let app = TestApp::spawn_with(Config {
+        external_service_url: Some(upstream.url.clone()),
+        cb_failure_threshold: 3,
+        ..no_redis()
+    })
+    .await;
+    for status in [500, 503, 404, 500, 502] {
+        upstream.set_status(status);
+        let (state, body) = call(&app).await;
+        assert_eq!(state, "closed", "after a {status}: {body}");
+    }
+    upstream.set_status(500);
+    let (state, body) = call(&app).await;
+    assert_eq!(
+        (state.as_str(), body["reason"].as_str()),
+        ("open", Some("external service failure")),
+        "three 5xx in a row"
+    );
+    assert_eq!(upstream.hits(), 6);
+}

@@ -132,3 +132,83 @@ async fn forwarded_for_from_a_trusted_proxy_names_the_client() {
     assert!(!exists(&server, "ratelimit:127.0.0.1"));
     assert!(!exists(&server, "ratelimit:192.0.2.77"));
 }
+
+#[tokio::test]
+async fn the_addresses_of_one_ipv6_64_share_one_budget_and_another_64_has_its_own() {
+    let server = Server::start();
+    let app = TestApp::spawn_with(tally_api::config::Config {
+        trusted_proxies: TrustedProxies::parse("127.0.0.1/32").unwrap(),
+        ..config(&server.url())
+    })
+    .await;
+    // Twelve different addresses of 2001:db8:1:2::/64, as one subscriber could use: the
+    // default budget (5 per 60 s) is shared.
+    let mut created = 0;
+    for i in 1..=12 {
+        let client = format!("2001:db8:1:2:{i:x}:{:x}::{i:x}", (i * 7919) % 0x1_0000);
+        let resp = app
+            .post_metric_as(EXAMPLE, Some("application/json"), Some(&client))
+            .await;
+        match resp.status().as_u16() {
+            201 => created += 1,
+            429 => {}
+            other => panic!("{client}: unexpected {other}"),
+        }
+    }
+    assert_eq!(created, 5, "one /64 is one client");
+    // The bracketed, port-carrying form of an address in the same /64 is the same client.
+    let resp = app
+        .post_metric_as(
+            EXAMPLE,
+            Some("application/json"),
+            Some("[2001:db8:1:2::ffff]:4431"),
+        )
+        .await;
+    assert_eq!(resp.status(), 429);
+    // The neighbouring /64 is another client, with its own budget.
+    let resp = app
+        .post_metric_as(EXAMPLE, Some("application/json"), Some("2001:db8:1:3::1"))
+        .await;
+    assert_eq!(resp.status(), 201);
+    assert!(exists(&server, "ratelimit:2001:db8:1:2::"));
+    assert!(exists(&server, "ratelimit:2001:db8:1:3::"));
+    assert!(!exists(&server, "ratelimit:2001:db8:1:2:1:1eef::1"));
+    assert_eq!(stored_count(&server, "cpu"), 6);
+}
+
+#[tokio::test]
+async fn an_ipv4_mapped_ipv6_client_is_the_ipv4_client() {
+    let server = Server::start();
+    let app = TestApp::spawn_with(tally_api::config::Config {
+        trusted_proxies: TrustedProxies::parse("127.0.0.1/32").unwrap(),
+        ..config(&server.url())
+    })
+    .await;
+    // Alternating the two spellings of one IPv4 client: still one budget of 5, and IPv4 clients
+    // are not grouped by network (203.0.113.8 is someone else).
+    for i in 0..5 {
+        let client = if i % 2 == 0 {
+            "203.0.113.7"
+        } else {
+            "::ffff:203.0.113.7"
+        };
+        let resp = app
+            .post_metric_as(EXAMPLE, Some("application/json"), Some(client))
+            .await;
+        assert_eq!(resp.status(), 201, "{client}");
+    }
+    let resp = app
+        .post_metric_as(
+            EXAMPLE,
+            Some("application/json"),
+            Some("::ffff:203.0.113.7"),
+        )
+        .await;
+    assert_eq!(resp.status(), 429);
+    let resp = app
+        .post_metric_as(EXAMPLE, Some("application/json"), Some("203.0.113.8"))
+        .await;
+    assert_eq!(resp.status(), 201);
+    assert!(exists(&server, "ratelimit:203.0.113.7"));
+    assert!(!exists(&server, "ratelimit:::ffff:203.0.113.7"));
+}

@@ -5,7 +5,7 @@
 
 use std::net::TcpListener;
 use std::sync::atomic::{AtomicU16, AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tally_api::breaker::ManualClock;
@@ -220,12 +220,14 @@ pub fn exists(server: &Server, key: &str) -> bool {
 }
 
 /// A scripted HTTP upstream on 127.0.0.1:0: answers every request with `status` (and a JSON
-/// body on 200) after `delay_ms`, and counts the requests it got.
+/// body on 200, a `Location` header when one is set) after `delay_ms`, and counts the requests
+/// it got.
 pub struct Upstream {
     pub url: String,
     status: Arc<AtomicU16>,
     delay_ms: Arc<AtomicU64>,
     hits: Arc<AtomicUsize>,
+    location: Arc<Mutex<Option<String>>>,
 }
 
 impl Upstream {
@@ -237,10 +239,16 @@ impl Upstream {
         let status = Arc::new(AtomicU16::new(status));
         let delay_ms = Arc::new(AtomicU64::new(0));
         let hits = Arc::new(AtomicUsize::new(0));
-        let (s, d, h) = (status.clone(), delay_ms.clone(), hits.clone());
+        let location = Arc::new(Mutex::new(None::<String>));
+        let (s, d, h, l) = (
+            status.clone(),
+            delay_ms.clone(),
+            hits.clone(),
+            location.clone(),
+        );
         tokio::spawn(async move {
             while let Ok((mut sock, _)) = listener.accept().await {
-                let (s, d, h) = (s.clone(), d.clone(), h.clone());
+                let (s, d, h, l) = (s.clone(), d.clone(), h.clone(), l.clone());
                 tokio::spawn(async move {
                     let mut buf = Vec::new();
                     let mut chunk = [0u8; 1024];
@@ -258,8 +266,14 @@ impl Upstream {
                     } else {
                         r#"{"error":"boom"}"#
                     };
+                    let location = l
+                        .lock()
+                        .expect("location")
+                        .as_ref()
+                        .map(|url| format!("location: {url}\r\n"))
+                        .unwrap_or_default();
                     let resp = format!(
-                        "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\n{location}connection: close\r\n\r\n{body}",
                         body.len()
                     );
                     let _ = sock.write_all(resp.as_bytes()).await;
@@ -272,7 +286,13 @@ impl Upstream {
             status,
             delay_ms,
             hits,
+            location,
         }
+    }
+
+    /// Sends `Location: url` with every answer from now on.
+    pub fn set_location(&self, url: &str) {
+        *self.location.lock().expect("location") = Some(url.to_string());
     }
 
     pub fn set_status(&self, status: u16) {
