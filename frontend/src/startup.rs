@@ -19,9 +19,10 @@ use crate::telemetry::Telemetry;
 use crate::upstream::Upstream;
 
 /// What a worker's handlers share. Each actix worker (one thread each) has its own Redis
-/// connection, multiplexed by that worker's requests, so a request never waits for another
-/// thread to write or read its command; the breaker, the upstream client and the telemetry are
-/// one per process.
+/// connections (`Store`: one multiplexed by that worker's requests, plus its own for writes
+/// that WAIT), so a request never waits for another thread to write or read its command; the
+/// breaker, the upstream client, the telemetry and the cache of known metric types are one per
+/// process.
 pub struct AppState {
     pub config: Config,
     pub store: Store,
