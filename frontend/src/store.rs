@@ -1201,6 +1201,31 @@ mod tests {
     }
 
     #[test]
+    fn the_cache_of_known_types_holds_at_most_max_types_names() {
+        let known = KnownTypes::new(2);
+        known.insert_all(["a", "b", "c", "a"]);
+        assert!(known.contains("a") && known.contains("b") && !known.contains("c"));
+        known.forget_all(["a"]);
+        known.insert_all(["c"]);
+        assert!(!known.contains("a") && known.contains("c"));
+    }
+
+    #[test]
+    fn wrongtype_is_its_own_error_and_io_errors_break_the_connection() {
+        let wrong = redis::make_extension_error(
+            "WRONGTYPE".to_string(),
+            Some("Operation against a key holding the wrong kind of value".to_string()),
+        );
+        let io: RedisError = std::io::Error::from(std::io::ErrorKind::BrokenPipe).into();
+        assert!(broken(&io));
+        assert!(!broken(&wrong));
+        assert_eq!(
+            with_kind(StoreError::from(wrong), "cpu"),
+            StoreError::WrongType(Some("cpu".to_string()))
+        );
+    }
+
+    #[test]
     fn connection_errors_mean_redis_is_unavailable() {
         let io: RedisError = std::io::Error::from(std::io::ErrorKind::ConnectionRefused).into();
         assert!(matches!(StoreError::from(io), StoreError::Unavailable(_)));
