@@ -44,6 +44,11 @@ pub struct Config {
     pub external_service_timeout: Duration,
     /// `BATCH_MAX`: most items in one batch (SPEC §5).
     pub batch_max: usize,
+    /// `MAX_TYPES`: most distinct metric types (SPEC §11); a new type beyond it is refused.
+    pub max_types: usize,
+    /// `WORKERS`: actix worker threads, each with its own Redis connections; `None` = one per
+    /// CPU (actix's default). Not in SPEC §3: an addition.
+    pub workers: Option<usize>,
 }
 
 impl Default for Config {
@@ -66,6 +71,8 @@ impl Default for Config {
             external_service_failure_rate: 0.2,
             external_service_timeout: Duration::from_millis(1000),
             batch_max: 1000,
+            max_types: 10_000,
+            workers: None,
         }
     }
 }
@@ -91,6 +98,10 @@ fn bad(variable: &'static str, message: impl Into<String>) -> ConfigError {
         message: message.into(),
     }
 }
+
+/// Upper bound of `MAX_TYPES` (the index and the in-memory cache of known types hold at most
+/// this many names).
+const MAX_MAX_TYPES: u64 = 10_000_000;
 
 /// Longest window the module accepts is far beyond this; a day keeps `window * 1000` sane.
 const MAX_RATE_WINDOW_S: u64 = 7 * 24 * 3600;
@@ -179,6 +190,11 @@ impl Config {
                 d.external_service_timeout.as_millis() as u64,
             )?),
             batch_max: int(&var, "BATCH_MAX", 1, 1_000_000, d.batch_max as u64)? as usize,
+            max_types: int(&var, "MAX_TYPES", 1, MAX_MAX_TYPES, d.max_types as u64)? as usize,
+            workers: match var("WORKERS") {
+                Some(_) => Some(int(&var, "WORKERS", 1, 1024, 1)? as usize),
+                None => d.workers,
+            },
         })
     }
 
@@ -295,6 +311,9 @@ mod tests {
         assert!(!c.redis_cluster);
         assert_eq!((c.redis_wait_replicas, c.redis_wait_timeout_ms), (0, 100));
         assert_eq!(c.batch_max, 1000);
+        assert_eq!(c.max_types, 10_000);
+        assert_eq!(c.workers, None);
+        assert_eq!(from(&[("WORKERS", "3")]).unwrap().workers, Some(3));
     }
 
     #[test]
@@ -320,11 +339,25 @@ mod tests {
             ("REDIS_WAIT_REPLICAS", "-1"),
             ("REDIS_WAIT_TIMEOUT_MS", "0"),
             ("BATCH_MAX", "0"),
+            ("MAX_TYPES", "0"),
+            ("MAX_TYPES", "10k"),
+            ("MAX_TYPES", "20000000"),
+            ("WORKERS", "0"),
+            ("WORKERS", "many"),
             ("REDIS_TIMEOUT_MS", "x"),
         ] {
             let err = from(&[(name, value)]).expect_err(name);
             assert_eq!(err.variable, name, "{value}");
             assert!(err.to_string().contains(name), "{err}");
+        }
+    }
+
+    #[test]
+    fn max_types_is_a_strict_integer() {
+        assert_eq!(from(&[("MAX_TYPES", " 25 ")]).unwrap().max_types, 25);
+        for bad in ["1e3", "5 types", "-1", "0x10"] {
+            let err = from(&[("MAX_TYPES", bad)]).expect_err(bad);
+            assert_eq!(err.variable, "MAX_TYPES");
         }
     }
 

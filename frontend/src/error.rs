@@ -27,8 +27,8 @@ pub enum ApiError {
     RateLimited(Denied),
     /// 503: Redis (or the module) did not acknowledge; the request may or may not have landed.
     Unavailable(String),
-    /// 500: Redis answered with an error the API did not expect.
-    Internal(String),
+    /// 409: the metric type's key holds a value that is not a metric series.
+    Conflict(String),
     /// 404.
     NotFound,
     /// 405, with the methods the resource does allow.
@@ -59,7 +59,7 @@ impl fmt::Display for ApiError {
             ApiError::Invalid(d)
             | ApiError::BadRequest(d)
             | ApiError::Unavailable(d)
-            | ApiError::Internal(d) => f.write_str(d),
+            | ApiError::Conflict(d) => f.write_str(d),
             ApiError::TooLarge { limit } => {
                 write!(f, "Request body is larger than {limit} bytes")
             }
@@ -77,12 +77,48 @@ impl fmt::Display for ApiError {
     }
 }
 
+/// What a response says when the data store failed: what went wrong, never the Redis or
+/// client library text (that goes to the log).
+pub fn store_detail(e: &StoreError) -> String {
+    match e {
+        StoreError::Unavailable(_) | StoreError::Server(_) | StoreError::Protocol(_) => {
+            "The data store is unavailable; try again later".to_string()
+        }
+        StoreError::ModuleMissing => "The data store is missing the tally module".to_string(),
+        StoreError::NotAcknowledged { replicas, wanted } => format!(
+            "The write was not acknowledged: {replicas} of {wanted} replicas confirmed it \
+             (REDIS_WAIT_REPLICAS); it may or may not be stored"
+        ),
+        StoreError::WrongType(Some(kind)) => format!(
+            "Metric type {kind:?} cannot be used: its key holds a value that is not a metric series"
+        ),
+        StoreError::WrongType(None) => {
+            "A metric type of the request cannot be used: its key holds a value that is not a \
+             metric series"
+                .to_string()
+        }
+        StoreError::TooManyTypes { max } => format!(
+            "Too many metric types: at most {max} distinct types may be stored (MAX_TYPES); \
+             this request would add a new one"
+        ),
+        StoreError::Refused(detail) => detail.clone(),
+    }
+}
+
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
+        let detail = store_detail(&e);
         match e {
-            StoreError::Server(_) => ApiError::Internal(e.to_string()),
-            StoreError::Refused(detail) => ApiError::Invalid(detail),
-            _ => ApiError::Unavailable(e.to_string()),
+            StoreError::Refused(_) | StoreError::TooManyTypes { .. } => ApiError::Invalid(detail),
+            StoreError::WrongType(_) => ApiError::Conflict(detail),
+            StoreError::Server(_) | StoreError::Protocol(_) => {
+                log::error!("data store error (answered 503): {e}");
+                ApiError::Unavailable(detail)
+            }
+            _ => {
+                log::warn!("data store unavailable (answered 503): {e}");
+                ApiError::Unavailable(detail)
+            }
         }
     }
 }
@@ -108,7 +144,7 @@ impl ResponseError for ApiError {
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
         }
@@ -124,5 +160,45 @@ impl ResponseError for ApiError {
             _ => {}
         }
         detail_response(builder, &self.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_errors_never_put_redis_text_in_a_body_nor_answer_500() {
+        let io: redis::RedisError =
+            std::io::Error::from(std::io::ErrorKind::ConnectionRefused).into();
+        for e in [
+            StoreError::from(io),
+            StoreError::Server("ERR something WRONGTYPE redis-rs".to_string()),
+            StoreError::Protocol("unexpected Redis reply: Nil".to_string()),
+            StoreError::ModuleMissing,
+            StoreError::WrongType(Some("cpu".to_string())),
+            StoreError::WrongType(None),
+            StoreError::TooManyTypes { max: 3 },
+            StoreError::NotAcknowledged {
+                replicas: 0,
+                wanted: 1,
+            },
+        ] {
+            let api = ApiError::from(e.clone());
+            let body = api.to_string();
+            for needle in ["redis", "Redis", "ERR", "WRONGTYPE", "refused", "Nil"] {
+                assert!(!body.contains(needle), "{e:?}: {body}");
+            }
+            assert_ne!(
+                api.status_code(),
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "{e:?}"
+            );
+        }
+        let conflict = ApiError::from(StoreError::WrongType(Some("cpu".to_string())));
+        assert_eq!(conflict.status_code(), StatusCode::CONFLICT);
+        let full = ApiError::from(StoreError::TooManyTypes { max: 3 });
+        assert_eq!(full.status_code(), StatusCode::UNPROCESSABLE_ENTITY);
+        assert!(full.to_string().contains("MAX_TYPES"), "{full}");
     }
 }

@@ -3,9 +3,15 @@
 //!
 //! | key | type | written by |
 //! |---|---|---|
-//! | `metric:<type>` | the module's metric series (`tally-met`) | `POST /api/metrics` and `/api/metrics/batch` (`METRIC.ADD`); listed by `GET /api/metrics/types` (`SCAN ... TYPE tally-met`) |
+//! | `metric:<type>` | the module's metric series (`tally-met`) | `POST /api/metrics` and `/api/metrics/batch` (`METRIC.ADD`) |
 //! | `ratelimit:<client-ip>` | the module's rate-limit log | `RATELIMIT.CHECK` on rate-limited routes |
+//! | `tally:types` | set of metric type names (the type index, at most `MAX_TYPES` members) | a POST of a new type (a Lua script: add only if the set stays within `MAX_TYPES`); read by `GET /api/metrics/types` (`SMEMBERS`) |
+//! | `tally:types:built` | string `1` | set once the index holds every type that was in the keyspace (built by one `SCAN ... TYPE tally-met` when missing) |
 //! | `tally:health` | never written | `/health` reads it (`METRIC.SUMMARY`) to prove the module answers |
+//!
+//! The index is one key, so in cluster mode it lives on one shard and covers every shard's
+//! series. It is never pruned by the API: a type whose series was deleted or expired stays
+//! listed (and counted against `MAX_TYPES`) until `SREM tally:types <type>`.
 
 use std::net::IpAddr;
 
@@ -13,6 +19,10 @@ use std::net::IpAddr;
 pub const METRIC_PREFIX: &str = "metric:";
 /// Prefix of rate-limit keys.
 pub const RATELIMIT_PREFIX: &str = "ratelimit:";
+/// The type index: a set of metric type names.
+pub const TYPE_INDEX: &str = "tally:types";
+/// Marker: the type index holds every type that was in the keyspace when it was built.
+pub const TYPE_INDEX_BUILT: &str = "tally:types:built";
 /// Read (never written) by the health check.
 pub const HEALTH_PROBE: &str = "tally:health";
 /// The module's metric data type, as `TYPE` and `SCAN ... TYPE` name it.

@@ -15,14 +15,15 @@ use crate::config::Config;
 use crate::payload::{self, Connection, KEEP_ALIVE, REQUEST_DEADLINE};
 use crate::ratelimit::Policy;
 use crate::routes;
-use crate::store::Store;
+use crate::store::{KnownTypes, Store};
 use crate::telemetry::Telemetry;
 use crate::upstream::Upstream;
 
 /// What a worker's handlers share. Each actix worker (one thread each) has its own Redis
-/// connection, multiplexed by that worker's requests, so a request never waits for another
-/// thread to write or read its command; the breaker, the upstream client and the telemetry are
-/// one per process.
+/// connections (`Store`: one multiplexed by that worker's requests, plus its own for writes
+/// that WAIT), so a request never waits for another thread to write or read its command; the
+/// breaker, the upstream client, the telemetry and the cache of known metric types are one per
+/// process.
 pub struct AppState {
     pub config: Config,
     pub store: Store,
@@ -80,8 +81,10 @@ impl Application {
         let local = listener
             .local_addr()
             .map_err(|e| StartupError::Bind("listener".to_string(), e))?;
-        // Checks the Redis settings now; each worker then makes its own (lazy) connection.
-        Store::new(&config).map_err(StartupError::Redis)?;
+        // Checks the Redis settings now; each worker then makes its own (lazy) connections.
+        // The cache of known metric types is one per process.
+        let known = KnownTypes::new(config.max_types);
+        Store::new(&config, known.clone()).map_err(StartupError::Redis)?;
         let upstream = match &config.external_service_url {
             Some(url) => Upstream::http(url.clone(), config.external_service_timeout)
                 .map_err(StartupError::Upstream)?,
@@ -99,10 +102,12 @@ impl Application {
         // Access lines are info records of actix's logger: when `RUST_LOG` hides them, the
         // middleware is left out rather than formatting each request for nothing.
         let access_log = log::log_enabled!(target: ACCESS_LOG_TARGET, log::Level::Info);
+        let workers = config.workers;
         let server = HttpServer::new(move || {
             // Runs once per worker, on its thread: the connection's tasks live there too.
             let state = web::Data::new(AppState {
-                store: Store::new(&config).expect("checked before the workers start"),
+                store: Store::new(&config, known.clone())
+                    .expect("checked before the workers start"),
                 config: config.clone(),
                 policy: policy.clone(),
                 breaker: breaker.clone(),
@@ -132,18 +137,24 @@ impl Application {
                 ))
                 .configure(routes::configure)
                 .default_service(web::to(routes::not_found))
-        })
-        // Slow clients: the head of a connection's first request within REQUEST_DEADLINE
-        // (else actix answers 408 and closes); the body by the same deadline (body_deadline);
-        // the head of a later request watched by the connection's watchdog.
-        .client_request_timeout(REQUEST_DEADLINE)
-        .keep_alive(KEEP_ALIVE)
-        .on_connect(Connection::on_connect)
-        .listen(listener)
-        .map_err(|e| StartupError::Bind(local.to_string(), e))?
-        // SIGTERM / SIGINT: stop accepting, finish what is in flight (up to this long).
-        .shutdown_timeout(SHUTDOWN_TIMEOUT_S)
-        .run();
+        });
+        // `WORKERS`, else actix's default (one per CPU).
+        let server = match workers {
+            Some(n) => server.workers(n),
+            None => server,
+        };
+        let server = server
+            // Slow clients: the head of a connection's first request within REQUEST_DEADLINE
+            // (else actix answers 408 and closes); the body by the same deadline (body_deadline);
+            // the head of a later request watched by the connection's watchdog.
+            .client_request_timeout(REQUEST_DEADLINE)
+            .keep_alive(KEEP_ALIVE)
+            .on_connect(Connection::on_connect)
+            .listen(listener)
+            .map_err(|e| StartupError::Bind(local.to_string(), e))?
+            // SIGTERM / SIGINT: stop accepting, finish what is in flight (up to this long).
+            .shutdown_timeout(SHUTDOWN_TIMEOUT_S)
+            .run();
         log::info!("tally-api listening on {local}");
         Ok(Application {
             port: local.port(),

@@ -1,9 +1,11 @@
 //! `GET /health`: 200 `{"status":"ok"}` when Redis answers and the module is loaded (and, in
-//! cluster mode, every slot is served); else 503 `{"status":"unavailable","detail":...}`.
+//! cluster mode, every slot is served); else 503 `{"status":"unavailable","detail":...}` (the
+//! detail says what is wrong; the Redis error itself is logged).
 
 use actix_web::{web, HttpResponse};
 use serde::Serialize;
 
+use crate::error::store_detail;
 use crate::startup::AppState;
 
 #[derive(Serialize)]
@@ -19,9 +21,12 @@ pub async fn health(state: web::Data<AppState>) -> HttpResponse {
             status: "ok",
             detail: None,
         }),
-        Err(e) => HttpResponse::ServiceUnavailable().json(Health {
-            status: "unavailable",
-            detail: Some(e.to_string()),
-        }),
+        Err(e) => {
+            log::warn!("health check failed: {e}");
+            HttpResponse::ServiceUnavailable().json(Health {
+                status: "unavailable",
+                detail: Some(store_detail(&e)),
+            })
+        }
     }
 }

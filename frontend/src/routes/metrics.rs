@@ -1,8 +1,10 @@
 //! `POST /api/metrics`, `POST /api/metrics/batch` and `GET /api/metrics/summary`.
 //!
 //! Order of a POST: read and validate the whole body (415 / 413 / 422, nothing touched), then
-//! one `RATELIMIT.CHECK` (429; a batch costs its number of items), then the writes (201, or 503
-//! if Redis did not acknowledge).
+//! admit its metric types (`Store::admit`: no round trip for types this process knows; for a
+//! new one, 409 if its key holds a foreign value, 422 if it would exceed `MAX_TYPES`; no budget
+//! used), then one `RATELIMIT.CHECK` (429; a batch costs its number of items), then the writes
+//! (201, or 503 if Redis did not acknowledge).
 
 use actix_web::http::header::ContentType;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -37,10 +39,11 @@ pub async fn post_metric(
 ) -> Result<HttpResponse, ApiError> {
     let body = payload::read_json(&req, body, METRIC_BODY_LIMIT).await?;
     let metric = payload::parse_metric(&body).map_err(ApiError::Invalid)?;
+    let admitted = state.store.admit(&[metric.kind.as_str()]).await?;
     let granted = ratelimit::enforce(&state, &req, 1).await?;
     state
         .store
-        .add_metric(&metric.kind, metric.value, metric.ts_ms)
+        .add_metric(&admitted, &metric.kind, metric.value, metric.ts_ms)
         .await?;
     let mut resp = HttpResponse::Created();
     granted.write_headers(&mut resp);
@@ -92,8 +95,10 @@ pub async fn post_batch(
     let limit = batch_body_limit(state.config.batch_max);
     let body = payload::read_json(&req, body, limit).await?;
     let metrics = parse_batch(&body, state.config.batch_max)?;
+    let kinds: Vec<&str> = metrics.iter().map(|m| m.kind.as_str()).collect();
+    let admitted = state.store.admit(&kinds).await?;
     let granted = ratelimit::enforce(&state, &req, metrics.len() as u64).await?;
-    state.store.add_metrics(&metrics).await?;
+    state.store.add_metrics(&admitted, &metrics).await?;
     let mut resp = HttpResponse::Created();
     granted.write_headers(&mut resp);
     Ok(resp.json(BatchStored {

@@ -1,4 +1,4 @@
-//! `GET /api/metrics/types`: every metric type that has a series, sorted.
+//! `GET /api/metrics/types`: every metric type in the type index (`tally:types`), sorted.
 
 use actix_web::{web, HttpResponse};
 use serde::Serialize;
@@ -11,7 +11,7 @@ struct TypesBody {
     types: Vec<String>,
 }
 
-/// `SCAN ... MATCH metric:* TYPE tally-met` over every primary (see `Store::metric_types`).
+/// One `SMEMBERS` of the index, however many keys Redis holds (see `Store::metric_types`).
 pub async fn types(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let types = state.store.metric_types().await?;
     Ok(HttpResponse::Ok().json(TypesBody { types }))
