@@ -500,6 +500,15 @@ const SPEC_VARIABLES: &[&str] = &[
     "RUST_LOG",
 ];
 
+/// Variables SPEC section 3 names for features not built yet, with the section that brings
+/// each. The API does not read them, so compose and `.env.example` do not list them yet; once
+/// `frontend/src/config.rs` reads one, the test below fails until it leaves this list.
+const NOT_YET_BUILT: &[(&str, &str)] = &[
+    ("REDIS_CA_FILE", "section 7, production Redis"),
+    ("POLICY_FILE", "section 8, rate-limit policies"),
+    ("MAX_SERIES_PER_TYPE", "section 9, labels"),
+];
+
 /// The backticked UPPER_CASE names of SPEC.md's section 3, if the SPEC is beside the repo.
 fn live_spec_variables() -> Option<BTreeSet<String>> {
     let root = workspace_root();
@@ -711,6 +720,17 @@ fn compose_api_environment_names_every_spec_section_3_variable() {
     match live_spec_variables() {
         Some(live) => expected.extend(live),
         None => eprintln!("note: SPEC.md not found beside the repo; checked the list in this test"),
+    }
+    let config_source = fs::read_to_string(workspace_root().join("frontend/src/config.rs"))
+        .expect("frontend/src/config.rs");
+    for (name, section) in NOT_YET_BUILT {
+        assert!(
+            !config_source.contains(&format!("\"{name}\"")),
+            "{name} ({section}) is read by the API now: take it off NOT_YET_BUILT"
+        );
+        if expected.remove(*name) {
+            eprintln!("note: {name} ({section}) is not built yet");
+        }
     }
     let missing: Vec<&String> = expected.difference(&names).collect();
     assert!(missing.is_empty(), "api environment lacks {missing:?}");
