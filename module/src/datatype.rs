@@ -1,13 +1,31 @@
-//! What every data type of the module shares: one trait for its versioned encoding, and the
-//! Redis type callbacks (RDB, AOF rewrite, digest, memory usage, copy, free) written once,
-//! generically, on top of it.
+//! Persistence of the module's data types, on the Redis side: the two registered types, and
+//! their callbacks (RDB, AOF rewrite, digest, memory usage, copy, free) written once,
+//! generically, over each type's versioned encoding in `tally_core` (`ratelimit::encoding`,
+//! `metric::encoding`).
 
 use std::ffi::{c_void, CStr};
 
+use redis_module::native_types::RedisType;
 use redis_module::raw;
+use tally_core::codec::Decoded;
+use tally_core::metric::{encoding as series_encoding, Series};
+use tally_core::ratelimit::{encoding as log_encoding, Log};
 
-use crate::codec::Decoded;
 use crate::server::{io, RStr};
+
+/// The rate-limit log type (encver: its encoding's current version).
+pub static LOG_TYPE: RedisType = RedisType::new(
+    "tally-log",
+    log_encoding::ENCODING_VERSION as i32,
+    type_methods::<Log>(),
+);
+
+/// The metric series type (encver: its encoding's current version).
+pub static SERIES_TYPE: RedisType = RedisType::new(
+    "tally-met",
+    series_encoding::ENCODING_VERSION as i32,
+    type_methods::<Series>(),
+);
 
 pub trait ModuleValue: Clone + Sized {
     /// The version written first in every payload; `decode` reads this and every older one.
@@ -22,7 +40,41 @@ pub trait ModuleValue: Clone + Sized {
     fn heap_bytes(&self) -> usize;
 }
 
-pub const fn type_methods<T: ModuleValue>() -> raw::RedisModuleTypeMethods {
+impl ModuleValue for Log {
+    const ENCODING_VERSION: u8 = log_encoding::ENCODING_VERSION;
+    const RESTORE_COMMAND: &'static CStr = c"RATELIMIT.RESTORE";
+
+    fn encode(&self) -> Vec<u8> {
+        log_encoding::encode(self)
+    }
+
+    fn decode(payload: &[u8]) -> Decoded<Self> {
+        log_encoding::decode(payload)
+    }
+
+    fn heap_bytes(&self) -> usize {
+        Log::heap_bytes(self)
+    }
+}
+
+impl ModuleValue for Series {
+    const ENCODING_VERSION: u8 = series_encoding::ENCODING_VERSION;
+    const RESTORE_COMMAND: &'static CStr = c"METRIC.RESTORE";
+
+    fn encode(&self) -> Vec<u8> {
+        series_encoding::encode(self)
+    }
+
+    fn decode(payload: &[u8]) -> Decoded<Self> {
+        series_encoding::decode(payload)
+    }
+
+    fn heap_bytes(&self) -> usize {
+        Series::heap_bytes(self)
+    }
+}
+
+const fn type_methods<T: ModuleValue>() -> raw::RedisModuleTypeMethods {
     raw::RedisModuleTypeMethods {
         version: raw::REDISMODULE_TYPE_METHOD_VERSION as u64,
         rdb_load: Some(rdb_load::<T>),

@@ -4,7 +4,6 @@
 #![cfg_attr(test, allow(dead_code))]
 
 pub mod args;
-pub mod codec;
 pub mod config;
 pub mod datatype;
 pub mod effects;
@@ -20,9 +19,9 @@ mod registration {
     use redis_module::configuration::{register_i64_configuration, ConfigurationFlags};
     use redis_module::{raw, redis_module, Context, RedisString, Status};
 
-    use crate::metric::{self, rdb::SERIES_TYPE};
-    use crate::ratelimit::{self, rdb::LOG_TYPE};
+    use crate::datatype::{LOG_TYPE, SERIES_TYPE};
     use crate::server::{Ctx, RStr};
+    use crate::{metric, ratelimit};
 
     type Handler = extern "C" fn(Ctx, *mut RStr, c_int) -> c_int;
 

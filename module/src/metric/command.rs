@@ -4,12 +4,12 @@ use std::ffi::c_int;
 
 use redis_module::raw;
 
-use super::aggregates::Summary;
-use super::rdb::SERIES_TYPE;
-use super::series::{Point, Series, FUTURE_MS, QUANTILES};
+use tally_core::metric::series::{Point, Series, FUTURE_MS, QUANTILES};
+use tally_core::metric::{encoding, Summary};
+
 use crate::args;
 use crate::config;
-use crate::datatype::ModuleValue;
+use crate::datatype::SERIES_TYPE;
 use crate::effects;
 use crate::error::Error;
 use crate::server::{self, bytes, Ctx, Key, RStr, Reply};
@@ -241,7 +241,7 @@ pub extern "C" fn restore(ctx: Ctx, argv: *mut RStr, argc: c_int) -> c_int {
         if args.len() != 3 {
             return Err(Error::WrongArity);
         }
-        let series = Series::decode(bytes(args[2])).map_err(Error::Corrupt)?;
+        let series = encoding::decode(bytes(args[2])).map_err(Error::Corrupt)?;
         Key::write(ctx, args[1]).set_value(&SERIES_TYPE, series)?;
         // Deterministic: the payload is the whole state.
         raw::replicate_verbatim(ctx);

@@ -4,9 +4,11 @@ use std::ffi::c_int;
 
 use redis_module::raw;
 
-use super::log::{Decision, Log, Policy, MAX_AMOUNT, MAX_WINDOW_MS};
-use super::rdb::{decode, LOG_TYPE};
+use tally_core::ratelimit::encoding::decode;
+use tally_core::ratelimit::{Decision, Log, Policy, MAX_AMOUNT, MAX_WINDOW_MS};
+
 use crate::args;
+use crate::datatype::LOG_TYPE;
 use crate::effects;
 use crate::error::{Error, Result};
 use crate::server::{self, bytes, Ctx, Key, RStr, Reply};

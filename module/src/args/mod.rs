@@ -51,6 +51,9 @@ fn digits(bytes: &[u8]) -> Option<u64> {
 }
 
 #[cfg(test)]
+mod proptests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
