@@ -1,3 +1,3 @@
 //! METRIC.* commands over the core's metric series.
 
-pub mod command;
+pub(crate) mod command;

@@ -1,3 +1,3 @@
 //! RATELIMIT.* commands over the core's sliding-window log.
 
-pub mod command;
+pub(crate) mod command;
