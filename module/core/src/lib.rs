@@ -15,6 +15,6 @@
 
 pub mod codec;
 pub mod metric;
-#[cfg(test)]
-mod proptest_support;
 pub mod ratelimit;
+#[cfg(test)]
+mod test_support;

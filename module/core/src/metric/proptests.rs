@@ -8,7 +8,7 @@ use super::encoding;
 use super::series::Series;
 use super::sketch::Sketch;
 use crate::codec::Writer;
-use crate::proptest_support::{config, mutate, mutation};
+use crate::test_support::{config, mutate, mutation};
 
 fn exercise_series(series: &mut Series, now: u64) {
     const HOUR: u64 = 3_600_000;

@@ -5,7 +5,7 @@ use proptest::prelude::*;
 
 use super::encoding;
 use super::log::{Decision, Log, Policy, MAX_WINDOW_MS};
-use crate::proptest_support::{config, mutate, mutation};
+use crate::test_support::{config, mutate, mutation};
 
 // ---------------------------------------------------------------------------------------------
 // The sliding-window log against a brute-force model

@@ -1,4 +1,5 @@
 use super::*;
+use crate::test_support::Rng;
 
 const HOUR: u64 = 3_600_000;
 const T0: u64 = 28_333_334 * 60_000; // a minute boundary
@@ -139,20 +140,6 @@ fn memory_per_series_is_bounded_at_1_and_1000_samples_per_second() {
     }
     let bytes = std::mem::size_of::<Series>() + fast.heap_bytes();
     assert!(bytes <= 256 * 1024, "1000/s for 10 minutes: {bytes} B");
-}
-
-/// Deterministic pseudo-random numbers for the property tests.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
 }
 
 fn counts(points: &[Point]) -> Vec<(u64, u64)> {

@@ -1,7 +1,29 @@
-//! Test support shared by the property tests of every data type: the proptest settings and
-//! corruptions of valid payloads.
+//! Test support shared by the tests of every data type: deterministic pseudo-random numbers,
+//! the proptest settings, and corruptions of valid payloads.
 
 use proptest::prelude::*;
+
+/// Deterministic pseudo-random numbers (xorshift64; the seed must not be 0).
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    /// Uniform in `0..n`.
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+
+    /// Uniform in [0, 1).
+    pub fn unit(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
 
 /// `cases` per property; failures are reported with their shrunk input, not written to a
 /// regressions file in the source tree.
