@@ -206,8 +206,13 @@ impl Default for Series {
     }
 }
 
-/// Aggregates and quantiles of a set of buckets (or of the whole series).
-fn summarize(agg: &Aggregates, sketches: &[&Sketch]) -> Option<Summary> {
+/// The summary (aggregates and [`QUANTILES`]) of the samples that `agg` aggregates and
+/// `sketches` hold, together: `None` if there are none. This is what METRIC.SUMMARY replies,
+/// computed exactly as the module computes it, so it is also how to summarize several series
+/// as one: merge their all-time aggregates ([`Aggregates::merge`]) and pass every series'
+/// all-time sketch ([`Series::all_time`]); the quantiles then come from the sketches' entries
+/// merged in value order (no entry is collapsed, so no sketch's accuracy is lost).
+pub fn summarize(agg: &Aggregates, sketches: &[&Sketch]) -> Option<Summary> {
     let mut s = agg.summary()?;
     let fractions = QUANTILES.map(|(_, num, den)| (num, den));
     // The aggregates' min and max bound the sketch's samples only if it holds all of them
@@ -377,6 +382,12 @@ impl Series {
 
     pub fn heap_bytes(&self) -> usize {
         self.sketch.heap_bytes() + self.fine.heap_bytes() + self.coarse.heap_bytes()
+    }
+
+    /// The all-time aggregates and sketch: every sample ever added (see [`summarize`] to
+    /// summarize several series as one).
+    pub fn all_time(&self) -> (&Aggregates, &Sketch) {
+        (&self.all, &self.sketch)
     }
 
     /// The parts, for encoding: all-time aggregates, all-time sketch, fine and coarse tiers.

@@ -317,3 +317,43 @@ fn every_retained_sample_is_in_exactly_one_reply_bucket_of_a_range_covering_it()
         );
     }
 }
+
+#[test]
+fn several_series_summarize_as_one_series_of_all_their_samples() {
+    let samples: Vec<(f64, u64)> = (0..300u64)
+        .map(|i| {
+            (
+                ((i * 7919) % 1000) as f64 / 8.0 - 20.0,
+                1_700_000_000_000 + i * 1000,
+            )
+        })
+        .collect();
+    let whole = feed(samples.iter().copied());
+    let parts: Vec<Series> = samples
+        .chunks(70)
+        .map(|c| feed(c.iter().copied()))
+        .collect();
+    let mut agg = Aggregates::default();
+    let mut sketches = Vec::new();
+    for part in &parts {
+        let (a, s) = part.all_time();
+        agg.merge(a);
+        sketches.push(s);
+    }
+    let merged = summarize(&agg, &sketches).unwrap();
+    let want = whole.summary().unwrap();
+    assert_eq!(
+        (
+            merged.count,
+            merged.min,
+            merged.max,
+            merged.first_ts,
+            merged.last_ts
+        ),
+        (want.count, want.min, want.max, want.first_ts, want.last_ts)
+    );
+    assert!((merged.sum - want.sum).abs() <= 1e-9 * want.sum.abs().max(1.0));
+    assert!((merged.avg - want.avg).abs() <= 1e-9 * want.avg.abs().max(1.0));
+    assert_eq!(merged.quantiles, want.quantiles);
+    assert_eq!(summarize(&Aggregates::default(), &[]), None);
+}
