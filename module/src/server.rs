@@ -22,7 +22,7 @@ pub(crate) type Ctx = *mut raw::RedisModuleCtx;
 pub(crate) type RStr = *mut raw::RedisModuleString;
 
 /// Arguments a command converts to byte slices without allocating (RATELIMIT.CHECK with three
-/// policies and a cost has 8 after its key), and most a replicated command has.
+/// policies and a cost has 8 after its key).
 const STACK_ARGS: usize = 8;
 
 /// Server wall-clock time in ms: read once per command, then passed down as `now_ms`.
@@ -146,27 +146,32 @@ impl<'a> Call<'a> {
     /// Propagates `command args...` to replicas and the AOF in place of the call (the
     /// deterministic effect of a command that read the clock or the configuration).
     pub fn replicate(&self, command: &CStr, args: &[Arg]) {
-        let mut argv: [RStr; STACK_ARGS] = [std::ptr::null_mut(); STACK_ARGS];
-        let mut created = [false; STACK_ARGS];
-        let n = args.len().min(STACK_ARGS);
-        debug_assert!(args.len() <= STACK_ARGS);
-        for (i, arg) in args[..n].iter().enumerate() {
-            // SAFETY: valid context; strings created here are freed below.
-            argv[i] = match *arg {
-                Arg::Argv(j) => self.argv[j],
-                Arg::Int(v) => unsafe {
-                    raw::RedisModule_CreateStringFromLongLong.unwrap()(
-                        self.ctx,
-                        i64::try_from(v).unwrap_or(i64::MAX),
-                    )
-                },
-                Arg::Word(w) => unsafe {
-                    raw::RedisModule_CreateString.unwrap()(self.ctx, w.as_ptr().cast(), w.len())
-                },
-            };
-            created[i] = !matches!(arg, Arg::Argv(_));
-        }
-        // SAFETY: valid context; "v" is an array of `n` live RedisModuleStrings and its length
+        // Strings this call creates (numbers, keywords) are released after Redis has taken its
+        // own reference; the call's arguments are only lent.
+        let strings: Vec<(RStr, bool)> = args
+            .iter()
+            .map(|arg| match *arg {
+                Arg::Argv(i) => (self.argv[i], false),
+                // SAFETY (both): valid context; the string is freed below.
+                Arg::Int(v) => (
+                    unsafe {
+                        raw::RedisModule_CreateStringFromLongLong.unwrap()(
+                            self.ctx,
+                            i64::try_from(v).unwrap_or(i64::MAX),
+                        )
+                    },
+                    true,
+                ),
+                Arg::Word(w) => (
+                    unsafe {
+                        raw::RedisModule_CreateString.unwrap()(self.ctx, w.as_ptr().cast(), w.len())
+                    },
+                    true,
+                ),
+            })
+            .collect();
+        let mut argv: Vec<RStr> = strings.iter().map(|&(s, _)| s).collect();
+        // SAFETY: valid context; "v" is an array of live RedisModuleStrings and its length
         // (Redis takes its own reference to each).
         unsafe {
             raw::RedisModule_Replicate.unwrap()(
@@ -174,12 +179,14 @@ impl<'a> Call<'a> {
                 command.as_ptr(),
                 c"v".as_ptr(),
                 argv.as_mut_ptr(),
-                n,
+                argv.len(),
             );
         }
-        for (&s, _) in argv[..n].iter().zip(&created[..n]).filter(|(_, &c)| c) {
-            // SAFETY: created above with this context and not freed before.
-            unsafe { raw::RedisModule_FreeString.unwrap()(self.ctx, s) };
+        for (s, created) in strings {
+            if created {
+                // SAFETY: created above with this context and not freed before.
+                unsafe { raw::RedisModule_FreeString.unwrap()(self.ctx, s) };
+            }
         }
     }
 
