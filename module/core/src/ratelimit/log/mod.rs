@@ -7,7 +7,7 @@
 //! `w` ms old has left the window. A request of cost `c` is allowed iff, for every policy,
 //! the cost recorded in its window plus `c` is at most its limit.
 //!
-//! This file is the algorithm (peek, check, record) over a read-only [`View`] of the entries,
+//! This file is the algorithm (peek, check, record) over a read-only `View` of the entries,
 //! whatever their layout; `layout` holds the memory layout (the inline, mid and large
 //! representations and the moves between them).
 //!
