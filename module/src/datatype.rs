@@ -1,19 +1,43 @@
-//! What every data type of the module shares: one trait for its versioned encoding, and the
-//! Redis type callbacks (RDB, AOF rewrite, digest, memory usage, copy, free) written once,
-//! generically, on top of it.
+//! Persistence of the module's data types, on the Redis side: the two registered types, their
+//! callbacks (RDB, AOF rewrite, digest, memory usage, copy, free) and the RESTORE command that
+//! AOF rewrite emits, each written once, generically, over each type's versioned encoding in
+//! `tally_core` (`ratelimit::encoding`, `metric::encoding`).
 
 use std::ffi::{c_void, CStr};
 
+use redis_module::native_types::RedisType;
 use redis_module::raw;
+use tally_core::codec::Decoded;
+use tally_core::metric::{encoding as series_encoding, Series};
+use tally_core::ratelimit::{encoding as log_encoding, Log};
 
-use crate::codec::Decoded;
-use crate::server::{io, RStr};
+use crate::args::Args;
+use crate::command::{Command, Env};
+use crate::error::{Error, Result};
+use crate::server::{Call, RStr};
 
-pub trait ModuleValue: Clone + Sized {
+/// The rate-limit log type (encver: its encoding's current version).
+pub static LOG_TYPE: RedisType = RedisType::new(
+    "tally-log",
+    log_encoding::ENCODING_VERSION as i32,
+    type_methods::<Log>(),
+);
+
+/// The metric series type (encver: its encoding's current version).
+pub static SERIES_TYPE: RedisType = RedisType::new(
+    "tally-met",
+    series_encoding::ENCODING_VERSION as i32,
+    type_methods::<Series>(),
+);
+
+pub(crate) trait ModuleValue: Clone + Sized + 'static {
     /// The version written first in every payload; `decode` reads this and every older one.
     const ENCODING_VERSION: u8;
     /// The command that AOF rewrite emits to recreate a value from its payload.
     const RESTORE_COMMAND: &'static CStr;
+
+    /// The registered type whose values are `Self`.
+    fn redis_type() -> &'static RedisType;
 
     /// Canonical: equal states give equal bytes (digests are taken from it).
     fn encode(&self) -> Vec<u8>;
@@ -22,7 +46,80 @@ pub trait ModuleValue: Clone + Sized {
     fn heap_bytes(&self) -> usize;
 }
 
-pub const fn type_methods<T: ModuleValue>() -> raw::RedisModuleTypeMethods {
+impl ModuleValue for Log {
+    const ENCODING_VERSION: u8 = log_encoding::ENCODING_VERSION;
+    const RESTORE_COMMAND: &'static CStr = c"RATELIMIT.RESTORE";
+
+    fn redis_type() -> &'static RedisType {
+        &LOG_TYPE
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        log_encoding::encode(self)
+    }
+
+    fn decode(payload: &[u8]) -> Decoded<Self> {
+        log_encoding::decode(payload)
+    }
+
+    fn heap_bytes(&self) -> usize {
+        Log::heap_bytes(self)
+    }
+}
+
+impl ModuleValue for Series {
+    const ENCODING_VERSION: u8 = series_encoding::ENCODING_VERSION;
+    const RESTORE_COMMAND: &'static CStr = c"METRIC.RESTORE";
+
+    fn redis_type() -> &'static RedisType {
+        &SERIES_TYPE
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        series_encoding::encode(self)
+    }
+
+    fn decode(payload: &[u8]) -> Decoded<Self> {
+        series_encoding::decode(payload)
+    }
+
+    fn heap_bytes(&self) -> usize {
+        Series::heap_bytes(self)
+    }
+}
+
+/// `RATELIMIT.RESTORE key payload` and `METRIC.RESTORE key payload` (internal: what AOF
+/// rewrite emits). Replaces the key's value with the decoded payload, and the key has no TTL
+/// afterwards: the payload is the value, not its key's expiry. AOF rewrite emits the key's real
+/// expiry itself (`PEXPIREAT`, right after the module's rewrite callback), so a key that was
+/// `PERSIST`ed stays without a TTL after a reload, as on the primary, and one with a TTL gets
+/// exactly that TTL back.
+#[derive(Debug)]
+pub(crate) struct Restore<T>(pub T);
+
+impl<T: ModuleValue> Command for Restore<T> {
+    const NAME: &'static CStr = T::RESTORE_COMMAND;
+    const FLAGS: &'static str = "write deny-oom";
+
+    fn parse(mut args: Args, _: &Env) -> Result<Self> {
+        match args.next_arg() {
+            Some(payload) if args.argc() == 3 => {
+                T::decode(payload).map(Restore).map_err(Error::Corrupt)
+            }
+            _ => Err(Error::WrongArity),
+        }
+    }
+
+    fn execute(self, call: &Call, _: &Env) -> Result<()> {
+        call.write_key(1).set_value(T::redis_type(), self.0)?;
+        // Deterministic: the payload is the whole state.
+        call.replicate_verbatim();
+        call.reply.simple("OK");
+        Ok(())
+    }
+}
+
+const fn type_methods<T: ModuleValue>() -> raw::RedisModuleTypeMethods {
     raw::RedisModuleTypeMethods {
         version: raw::REDISMODULE_TYPE_METHOD_VERSION as u64,
         rdb_load: Some(rdb_load::<T>),
@@ -98,3 +195,60 @@ unsafe extern "C" fn copy<T: ModuleValue>(
 ) -> *mut c_void {
     Box::into_raw(Box::new((*value.cast::<T>()).clone())).cast()
 }
+
+/// The raw calls of the callbacks above.
+///
+/// # Safety
+/// Each takes a handle (RDB / AOF IO, digest) and key that Redis passed to the running
+/// callback, valid until it returns.
+mod io {
+    use super::*;
+
+    /// Saves a serialized value as one RDB string.
+    pub(super) unsafe fn save(rdb: *mut raw::RedisModuleIO, payload: &[u8]) {
+        // SAFETY: valid RDB handle during the save callback.
+        unsafe {
+            raw::RedisModule_SaveStringBuffer.unwrap()(rdb, payload.as_ptr().cast(), payload.len())
+        };
+    }
+
+    /// Loads the RDB string saved by `save`; `None` on an I/O error.
+    pub(super) unsafe fn load(rdb: *mut raw::RedisModuleIO) -> Option<Vec<u8>> {
+        let buf = raw::load_string_buffer(rdb).ok()?;
+        Some(buf.as_ref().to_vec())
+    }
+
+    /// Emits `command key payload` into a rewritten AOF.
+    pub(super) unsafe fn emit_restore(
+        aof: *mut raw::RedisModuleIO,
+        command: &'static std::ffi::CStr,
+        key: RStr,
+        payload: &[u8],
+    ) {
+        // SAFETY: valid AOF handle and key during the rewrite callback; "sb" is a
+        // RedisModuleString then a (pointer, length) buffer.
+        unsafe {
+            raw::RedisModule_EmitAOF.unwrap()(
+                aof,
+                command.as_ptr(),
+                c"sb".as_ptr(),
+                key,
+                payload.as_ptr(),
+                payload.len(),
+            )
+        };
+    }
+
+    pub(super) unsafe fn digest_int(md: *mut raw::RedisModuleDigest, v: i64) {
+        // SAFETY: valid digest handle during the digest callback.
+        unsafe { raw::RedisModule_DigestAddLongLong.unwrap()(md, v as _) };
+    }
+
+    pub(super) unsafe fn digest_end(md: *mut raw::RedisModuleDigest) {
+        // SAFETY: valid digest handle during the digest callback.
+        unsafe { raw::RedisModule_DigestEndSequence.unwrap()(md) };
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -24,15 +24,12 @@
 //! instructions, counts the write as a change for the `save` points, and is the safe
 //! fallback: if Redis ever did propagate it, the replica would receive the command itself.
 
-// The contexts passed in are those Redis handed to the running command or to OnLoad.
-#![allow(clippy::not_unsafe_ptr_arg_deref)]
-
-use std::ffi::{c_int, c_void, CStr};
+use std::ffi::{c_int, c_void};
 use std::sync::atomic::{AtomicU8, Ordering};
 
-use redis_module::raw;
+use redis_module::{raw, Context};
 
-use crate::server::Ctx;
+use crate::server::Call;
 
 const UNKNOWN: u8 = 0;
 const UNCONSUMED: u8 = 1;
@@ -47,17 +44,16 @@ const ALWAYS: c_int = (raw::REDISMODULE_CTX_FLAGS_AOF
     | raw::REDISMODULE_CTX_FLAGS_CLUSTER
     | raw::REDISMODULE_CTX_FLAGS_SLAVE) as c_int;
 
-/// True when something may consume the replicated effect of the running write command
-/// (`ctx_flags` is `RedisModule_GetContextFlags` of this command).
-pub fn consumed(ctx: Ctx, ctx_flags: c_int) -> bool {
-    if ctx_flags & ALWAYS != 0 {
+/// True when something may consume the replicated effect of the running write command.
+pub(crate) fn consumed(call: &Call) -> bool {
+    if call.flags() & ALWAYS != 0 {
         return true;
     }
     match STATE.load(Ordering::Relaxed) {
         UNCONSUMED => false,
         CONSUMED => true,
         _ => {
-            let consumed = replication_active(ctx);
+            let consumed = replication_active(call);
             STATE.store(
                 if consumed { CONSUMED } else { UNCONSUMED },
                 Ordering::Relaxed,
@@ -68,41 +64,19 @@ pub fn consumed(ctx: Ctx, ctx_flags: c_int) -> bool {
 }
 
 /// Marks a write whose effect was not built as a change (see the module comment).
-pub fn skip(ctx: Ctx) {
-    raw::replicate_verbatim(ctx);
+pub(crate) fn skip(call: &Call) {
+    call.replicate_verbatim();
 }
 
 /// `INFO replication`: a replica, a backlog, or not a primary. Any field it cannot read
 /// counts as active.
-fn replication_active(ctx: Ctx) -> bool {
-    // SAFETY: valid context of the running command; the info data is freed below and the
-    // field names are NUL-terminated.
-    unsafe {
-        let info = raw::RedisModule_GetServerInfo.unwrap()(ctx, c"replication".as_ptr());
-        if info.is_null() {
-            return true;
-        }
-        let unsigned = |field: &CStr| {
-            let mut err: c_int = 0;
-            let v = raw::RedisModule_ServerInfoGetFieldUnsigned.unwrap()(
-                info,
-                field.as_ptr(),
-                &mut err,
-            );
-            if err != 0 {
-                None
-            } else {
-                Some(v)
-            }
-        };
-        let role = raw::RedisModule_ServerInfoGetFieldC.unwrap()(info, c"role".as_ptr());
-        let primary = !role.is_null() && CStr::from_ptr(role).to_bytes() == b"master";
-        let active = !primary
-            || unsigned(c"connected_slaves") != Some(0)
-            || unsigned(c"repl_backlog_active") != Some(0);
-        raw::RedisModule_FreeServerInfo.unwrap()(ctx, info);
-        active
-    }
+fn replication_active(call: &Call) -> bool {
+    call.server_info(c"replication", |info| {
+        !info.text_is(c"role", b"master")
+            || info.unsigned(c"connected_slaves") != Some(0)
+            || info.unsigned(c"repl_backlog_active") != Some(0)
+    })
+    .unwrap_or(true)
 }
 
 /// Server events after which `INFO replication` is read again.
@@ -123,9 +97,9 @@ unsafe extern "C" fn forget(
 }
 
 /// Subscribes to the events above (from OnLoad). False if the server refused one.
-pub fn subscribe(ctx: Ctx) -> bool {
+pub(crate) fn subscribe(ctx: &Context) -> bool {
     EVENTS.iter().all(|&id| {
         let event = raw::RedisModuleEvent { id, dataver: 1 };
-        raw::subscribe_to_server_event(ctx, event, Some(forget)) == raw::Status::Ok
+        raw::subscribe_to_server_event(ctx.ctx, event, Some(forget)) == raw::Status::Ok
     })
 }

@@ -1,14 +1,16 @@
-//! The thin layer over the raw Redis module API that every command uses: arguments as byte
-//! slices (no copies), keys with the module-type check, replies that follow the client's
-//! protocol (RESP2 arrays, RESP3 maps and doubles), the clock, and a command wrapper that turns
-//! errors and panics into error replies so nothing a client sends can take the server down.
+//! The thin layer over the raw Redis module API that every command uses: the running call
+//! (its context and its arguments as byte slices, no copies, borrowed for the call only), keys
+//! with the module-type check, replies that follow the client's protocol (RESP2 arrays, RESP3
+//! maps and doubles), replication, the clock, and a command wrapper that turns errors and
+//! panics into error replies so nothing a client sends can take the server down.
 //!
-//! Every raw pointer taken here (context, arguments, keys, IO and digest handles) is one Redis
-//! handed to the running command or type callback and keeps alive until it returns; that is
-//! the contract the functions rely on, hence the pointer-argument lint is allowed here.
-#![allow(clippy::not_unsafe_ptr_arg_deref)]
+//! Every raw pointer here is one Redis handed to the running command and keeps alive until it
+//! returns. Only [`run`] takes them, as an `unsafe fn` whose caller (the command handler Redis
+//! calls) vouches for them; everything it hands on is borrowed from its frame, so no argument,
+//! key or value can outlive the call.
 
-use std::ffi::{c_int, c_void, CString};
+use std::ffi::{c_int, c_void, CStr, CString};
+use std::marker::PhantomData;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use redis_module::native_types::RedisType;
@@ -16,58 +18,239 @@ use redis_module::raw;
 
 use crate::error::{Error, Result};
 
-pub type Ctx = *mut raw::RedisModuleCtx;
-pub type RStr = *mut raw::RedisModuleString;
+pub(crate) type Ctx = *mut raw::RedisModuleCtx;
+pub(crate) type RStr = *mut raw::RedisModuleString;
 
-/// The bytes of a Redis string argument, borrowed without copying.
-pub fn bytes<'a>(s: RStr) -> &'a [u8] {
-    let mut len = 0usize;
-    // SAFETY: `s` is a live argument of the running command; Redis keeps it alive until the
-    // command returns, which outlives every use here.
-    unsafe {
-        let ptr = raw::RedisModule_StringPtrLen.unwrap()(s, &mut len);
-        std::slice::from_raw_parts(ptr.cast::<u8>(), len)
-    }
-}
+/// Arguments a command converts to byte slices without allocating (RATELIMIT.CHECK with three
+/// policies and a cost has 8 after its key).
+const STACK_ARGS: usize = 8;
 
 /// Server wall-clock time in ms: read once per command, then passed down as `now_ms`.
-pub fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     // SAFETY: plain API call with no arguments.
     let ms = unsafe { raw::RedisModule_Milliseconds.unwrap()() };
     ms.max(0) as u64
 }
 
-/// Runs a command body: arity and argument errors become error replies, and a panic becomes
-/// an error reply instead of aborting the server.
-pub fn run(
+/// Runs a command body with the call and its arguments from `argv[skip]` on as byte slices
+/// (the first `skip`, the command name and key, are only passed as Redis strings): errors
+/// become error replies (the arity error as Redis formats it), and a panic becomes an error
+/// reply instead of aborting the server.
+///
+/// The body gets the arguments for a lifetime of its own (`for<'a>`): they cannot escape it.
+///
+/// # Safety
+/// `ctx` is the context of the running command and `argv` points to its `argc` arguments, as
+/// Redis passes them to a command handler; all stay valid until the handler returns.
+pub(crate) unsafe fn run(
     ctx: Ctx,
     argv: *mut RStr,
     argc: c_int,
-    body: impl FnOnce(&Reply, &[RStr]) -> Result<()>,
+    skip: usize,
+    body: impl for<'a> FnOnce(&Call<'a>, &[&'a [u8]]) -> Result<()>,
 ) -> c_int {
-    let args: &[RStr] = if argv.is_null() || argc <= 0 {
+    let raw_args: &[RStr] = if argv.is_null() || argc <= 0 {
         &[]
     } else {
-        // SAFETY: Redis passes `argc` valid argument pointers.
+        // SAFETY: Redis passes `argc` valid argument pointers (the caller's contract).
         unsafe { std::slice::from_raw_parts(argv, argc as usize) }
     };
-    let reply = Reply::new(ctx);
-    let outcome = catch_unwind(AssertUnwindSafe(|| body(&reply, args)));
+    let call = Call::new(ctx, raw_args);
+    let outcome = catch_unwind(AssertUnwindSafe(|| {
+        let raw_rest = raw_args.get(skip..).unwrap_or(&[]);
+        let mut stack: [&[u8]; STACK_ARGS] = [&[]; STACK_ARGS];
+        let heap: Vec<&[u8]>;
+        let args: &[&[u8]] = if raw_rest.len() <= STACK_ARGS {
+            for (slot, &s) in stack.iter_mut().zip(raw_rest) {
+                *slot = call.bytes(s);
+            }
+            &stack[..raw_rest.len()]
+        } else {
+            heap = raw_rest.iter().map(|&s| call.bytes(s)).collect();
+            &heap
+        };
+        body(&call, args)
+    }));
     match outcome {
         Ok(Ok(())) => {}
         Ok(Err(Error::WrongArity)) => {
             // SAFETY: valid context of the running command.
             unsafe { raw::RedisModule_WrongArity.unwrap()(ctx) };
         }
-        Ok(Err(e)) => reply.error(&e),
-        Err(_) => reply.error(&Error::custom(
+        Ok(Err(e)) => call.reply.error(&e),
+        Err(_) => call.reply.error(&Error::custom(
             "internal error (the command was not applied)",
         )),
     }
     raw::Status::Ok as c_int
 }
 
-pub struct Reply {
+/// The running command: its context and arguments, valid for `'a`, the call.
+pub(crate) struct Call<'a> {
+    ctx: Ctx,
+    argv: &'a [RStr],
+    pub reply: Reply,
+}
+
+impl<'a> Call<'a> {
+    fn new(ctx: Ctx, argv: &'a [RStr]) -> Self {
+        Call {
+            ctx,
+            argv,
+            reply: Reply::new(ctx),
+        }
+    }
+
+    /// The bytes of one of this call's arguments, borrowed for the call.
+    fn bytes(&self, s: RStr) -> &'a [u8] {
+        let mut len = 0usize;
+        // SAFETY: `s` is an argument of the running command, alive for `'a` (see `run`).
+        unsafe {
+            let ptr = raw::RedisModule_StringPtrLen.unwrap()(s, &mut len);
+            std::slice::from_raw_parts(ptr.cast::<u8>(), len)
+        }
+    }
+
+    /// `RedisModule_GetContextFlags` of the running command.
+    pub fn flags(&self) -> c_int {
+        self.reply.flags
+    }
+
+    /// Opens the key named by argument `i` for reading.
+    pub fn read_key(&self, i: usize) -> Key<'_> {
+        self.open_key(i, raw::KeyMode::READ)
+    }
+
+    /// Opens the key named by argument `i` for reading and writing.
+    pub fn write_key(&self, i: usize) -> Key<'_> {
+        self.open_key(i, raw::KeyMode::READ | raw::KeyMode::WRITE)
+    }
+
+    fn open_key(&self, i: usize, mode: raw::KeyMode) -> Key<'_> {
+        // SAFETY: valid context and key name (an argument) of the running command.
+        let ptr = unsafe {
+            raw::RedisModule_OpenKey.unwrap()(self.ctx, self.argv[i], mode.bits() as c_int)
+        };
+        Key {
+            ptr: ptr.cast(),
+            _call: PhantomData,
+        }
+    }
+
+    /// Propagates the call itself to replicas and the AOF (a deterministic command), and
+    /// counts it as a change for the `save` points.
+    pub fn replicate_verbatim(&self) {
+        raw::replicate_verbatim(self.ctx);
+    }
+
+    /// Propagates `command args...` to replicas and the AOF in place of the call (the
+    /// deterministic effect of a command that read the clock or the configuration).
+    pub fn replicate(&self, command: &CStr, args: &[Arg]) {
+        // Strings this call creates (numbers, keywords) are released after Redis has taken its
+        // own reference; the call's arguments are only lent.
+        let strings: Vec<(RStr, bool)> = args
+            .iter()
+            .map(|arg| match *arg {
+                Arg::Argv(i) => (self.argv[i], false),
+                // SAFETY (both): valid context; the string is freed below.
+                Arg::Int(v) => (
+                    unsafe {
+                        raw::RedisModule_CreateStringFromLongLong.unwrap()(
+                            self.ctx,
+                            i64::try_from(v).unwrap_or(i64::MAX),
+                        )
+                    },
+                    true,
+                ),
+                Arg::Word(w) => (
+                    unsafe {
+                        raw::RedisModule_CreateString.unwrap()(self.ctx, w.as_ptr().cast(), w.len())
+                    },
+                    true,
+                ),
+            })
+            .collect();
+        let mut argv: Vec<RStr> = strings.iter().map(|&(s, _)| s).collect();
+        // SAFETY: valid context; "v" is an array of live RedisModuleStrings and its length
+        // (Redis takes its own reference to each).
+        unsafe {
+            raw::RedisModule_Replicate.unwrap()(
+                self.ctx,
+                command.as_ptr(),
+                c"v".as_ptr(),
+                argv.as_mut_ptr(),
+                argv.len(),
+            );
+        }
+        for (s, created) in strings {
+            if created {
+                // SAFETY: created above with this context and not freed before.
+                unsafe { raw::RedisModule_FreeString.unwrap()(self.ctx, s) };
+            }
+        }
+    }
+
+    /// Runs `f` over `INFO <section>` of the server; `None` if the server gives no info.
+    pub fn server_info<R>(&self, section: &CStr, f: impl FnOnce(&ServerInfo) -> R) -> Option<R> {
+        // SAFETY: valid context and NUL-terminated section name; the info is freed below, after
+        // its last use by `f`.
+        unsafe {
+            let info = raw::RedisModule_GetServerInfo.unwrap()(self.ctx, section.as_ptr());
+            if info.is_null() {
+                return None;
+            }
+            let result = f(&ServerInfo {
+                info,
+                _call: PhantomData,
+            });
+            raw::RedisModule_FreeServerInfo.unwrap()(self.ctx, info);
+            Some(result)
+        }
+    }
+}
+
+/// `INFO` data of the server, borrowed by `Call::server_info`'s closure.
+pub(crate) struct ServerInfo<'a> {
+    info: *mut raw::RedisModuleServerInfoData,
+    _call: PhantomData<&'a ()>,
+}
+
+impl ServerInfo<'_> {
+    /// An unsigned field; `None` if it is missing or not a number.
+    pub fn unsigned(&self, field: &CStr) -> Option<u64> {
+        let mut err: c_int = 0;
+        // SAFETY: live info data and NUL-terminated field name.
+        let v = unsafe {
+            raw::RedisModule_ServerInfoGetFieldUnsigned.unwrap()(
+                self.info,
+                field.as_ptr(),
+                &mut err,
+            )
+        };
+        (err == 0).then_some(v)
+    }
+
+    /// Whether a text field equals `value`.
+    pub fn text_is(&self, field: &CStr, value: &[u8]) -> bool {
+        // SAFETY: live info data and NUL-terminated field name; the returned C string belongs
+        // to the info data, which outlives this read.
+        unsafe {
+            let v = raw::RedisModule_ServerInfoGetFieldC.unwrap()(self.info, field.as_ptr());
+            !v.is_null() && CStr::from_ptr(v).to_bytes() == value
+        }
+    }
+}
+
+/// One argument of a replicated command.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Arg {
+    /// Argument `i` of the running call, as the client sent it.
+    Argv(usize),
+    Int(u64),
+    Word(&'static str),
+}
+
+pub(crate) struct Reply {
     ctx: Ctx,
     flags: c_int,
 }
@@ -81,11 +264,6 @@ impl Reply {
 
     pub fn resp3(&self) -> bool {
         self.flags & raw::REDISMODULE_CTX_FLAGS_RESP3 as c_int != 0
-    }
-
-    /// `RedisModule_GetContextFlags` of the running command.
-    pub fn ctx_flags(&self) -> c_int {
-        self.flags
     }
 
     pub fn int(&self, v: i64) {
@@ -146,7 +324,7 @@ impl Reply {
 
 /// Shortest text that parses back to exactly `v` (zmij: no allocation; "inf"/"-inf" for the
 /// overflowed sums of huge values).
-pub fn format_double(buf: &mut zmij::Buffer, v: f64) -> &str {
+pub(crate) fn format_double(buf: &mut zmij::Buffer, v: f64) -> &str {
     if v.is_finite() {
         buf.format_finite(v)
     } else if v.is_nan() {
@@ -158,26 +336,13 @@ pub fn format_double(buf: &mut zmij::Buffer, v: f64) -> &str {
     }
 }
 
-/// An open key, closed on drop.
-pub struct Key {
+/// An open key of the running call, closed on drop.
+pub(crate) struct Key<'a> {
     ptr: *mut raw::RedisModuleKey,
+    _call: PhantomData<&'a Call<'a>>,
 }
 
-impl Key {
-    pub fn read(ctx: Ctx, name: RStr) -> Self {
-        Self::open(ctx, name, raw::KeyMode::READ)
-    }
-
-    pub fn write(ctx: Ctx, name: RStr) -> Self {
-        Self::open(ctx, name, raw::KeyMode::READ | raw::KeyMode::WRITE)
-    }
-
-    fn open(ctx: Ctx, name: RStr, mode: raw::KeyMode) -> Self {
-        // SAFETY: valid context and key name of the running command.
-        let ptr = unsafe { raw::RedisModule_OpenKey.unwrap()(ctx, name, mode.bits() as c_int) };
-        Key { ptr: ptr.cast() }
-    }
-
+impl Key<'_> {
     fn is_empty(&self) -> bool {
         // SAFETY: `ptr` is an open key (or null, which KeyType reports as empty).
         self.ptr.is_null()
@@ -185,21 +350,31 @@ impl Key {
                 == raw::REDISMODULE_KEYTYPE_EMPTY as c_int
     }
 
-    /// The module value of type `ty` held by the key: `None` if the key is empty,
+    /// Whether the key holds a module value of type `ty`: `Ok(false)` if it is empty,
     /// `WRONGTYPE` if it holds anything else.
-    // The value belongs to Redis, not to this handle: one key is open per command, so the
-    // returned borrow is the only access to it.
-    #[allow(clippy::mut_from_ref)]
-    pub fn value<T>(&self, ty: &RedisType) -> Result<Option<&mut T>> {
+    fn holds(&self, ty: &RedisType) -> Result<bool> {
         if self.is_empty() {
+            return Ok(false);
+        }
+        // SAFETY: the key is open and not empty.
+        let actual = unsafe { raw::RedisModule_ModuleTypeGetType.unwrap()(self.ptr) };
+        if actual == *ty.raw_type.borrow() {
+            Ok(true)
+        } else {
+            Err(Error::WrongType)
+        }
+    }
+
+    /// The module value of type `ty` held by the key, `T` being the Rust type of `ty`'s values:
+    /// `None` if the key is empty, `WRONGTYPE` if it holds anything else. Borrowed from the
+    /// key handle, mutably, so there is one borrow at a time.
+    pub fn value<T>(&mut self, ty: &RedisType) -> Result<Option<&mut T>> {
+        if !self.holds(ty)? {
             return Ok(None);
         }
-        // SAFETY: the key is open and not empty; a module value of `ty` was created by this
-        // module from a `Box<T>`, so the cast is to its real type.
+        // SAFETY: the key is open and holds a value of `ty`, which this module created from a
+        // `Box<T>`; the borrow of `self` keeps the key open while the value is in use.
         unsafe {
-            if raw::RedisModule_ModuleTypeGetType.unwrap()(self.ptr) != *ty.raw_type.borrow() {
-                return Err(Error::WrongType);
-            }
             let v = raw::RedisModule_ModuleTypeGetValue.unwrap()(self.ptr).cast::<T>();
             Ok(v.as_mut())
         }
@@ -207,10 +382,8 @@ impl Key {
 
     /// Stores `value` in the key (which must be empty or hold the same type), replacing and
     /// freeing any previous value.
-    pub fn set_value<T>(&self, ty: &RedisType, value: T) -> Result<()> {
-        if !self.is_empty() {
-            self.value::<T>(ty)?;
-        }
+    pub fn set_value<T>(&mut self, ty: &RedisType, value: T) -> Result<()> {
+        self.holds(ty)?;
         let raw_value = Box::into_raw(Box::new(value)).cast::<c_void>();
         // SAFETY: the key is open for writing and empty or of type `ty`.
         let status = unsafe {
@@ -226,7 +399,7 @@ impl Key {
     }
 
     /// Sets the key to expire at an absolute unix time in ms (deterministic on replicas).
-    pub fn expire_at(&self, at_ms: u64) {
+    pub fn expire_at(&mut self, at_ms: u64) {
         // SAFETY: open key with a value.
         unsafe {
             raw::RedisModule_SetAbsExpire.unwrap()(self.ptr, at_ms.min(i64::MAX as u64) as i64)
@@ -234,62 +407,12 @@ impl Key {
     }
 }
 
-impl Drop for Key {
+impl Drop for Key<'_> {
     fn drop(&mut self) {
         if !self.ptr.is_null() {
-            // SAFETY: opened by `open` and not closed before.
+            // SAFETY: opened by `Call::open_key` and not closed before.
             unsafe { raw::RedisModule_CloseKey.unwrap()(self.ptr) };
         }
-    }
-}
-
-/// Type-callback helpers shared by every data type of the module.
-pub mod io {
-    use super::*;
-
-    /// Saves a serialized value as one RDB string.
-    pub fn save(rdb: *mut raw::RedisModuleIO, payload: &[u8]) {
-        // SAFETY: valid RDB handle during the save callback.
-        unsafe {
-            raw::RedisModule_SaveStringBuffer.unwrap()(rdb, payload.as_ptr().cast(), payload.len())
-        };
-    }
-
-    /// Loads the RDB string saved by `save`; `None` on an I/O error.
-    pub fn load(rdb: *mut raw::RedisModuleIO) -> Option<Vec<u8>> {
-        let buf = raw::load_string_buffer(rdb).ok()?;
-        Some(buf.as_ref().to_vec())
-    }
-
-    /// Emits `command key payload` into a rewritten AOF.
-    pub fn emit_restore(
-        aof: *mut raw::RedisModuleIO,
-        command: &'static std::ffi::CStr,
-        key: RStr,
-        payload: &[u8],
-    ) {
-        // SAFETY: valid AOF handle and key during the rewrite callback; "sb" is a
-        // RedisModuleString then a (pointer, length) buffer.
-        unsafe {
-            raw::RedisModule_EmitAOF.unwrap()(
-                aof,
-                command.as_ptr(),
-                c"sb".as_ptr(),
-                key,
-                payload.as_ptr(),
-                payload.len(),
-            )
-        };
-    }
-
-    pub fn digest_int(md: *mut raw::RedisModuleDigest, v: i64) {
-        // SAFETY: valid digest handle during the digest callback.
-        unsafe { raw::RedisModule_DigestAddLongLong.unwrap()(md, v as _) };
-    }
-
-    pub fn digest_end(md: *mut raw::RedisModuleDigest) {
-        // SAFETY: valid digest handle during the digest callback.
-        unsafe { raw::RedisModule_DigestEndSequence.unwrap()(md) };
     }
 }
 

@@ -1,67 +1,18 @@
-//! METRIC.* commands: argument parsing, the key, replication and the reply.
+//! METRIC.* commands: each one's grammar (a typed struct and its parser), its registration
+//! (name, flags) and its handler (key, algorithm, replication, reply), over the core's series.
 
-use std::ffi::c_int;
+use std::ffi::CStr;
 
-use redis_module::raw;
+use tally_core::metric::aggregates;
+use tally_core::metric::series::{Point, Series, FUTURE_MS, QUANTILES};
 
-use super::aggregates::Summary;
-use super::rdb::SERIES_TYPE;
-use super::series::{Point, Series, FUTURE_MS, QUANTILES};
-use crate::args;
+use crate::args::{self, Args};
+use crate::command::{Command, Env};
 use crate::config;
-use crate::datatype::ModuleValue;
+use crate::datatype::SERIES_TYPE;
 use crate::effects;
-use crate::error::Error;
-use crate::server::{self, bytes, Ctx, Key, RStr, Reply};
-
-/// Context flags of a command that replays an effect: sent by the primary, or read from the
-/// AOF (at startup or `DEBUG LOADAOF`).
-const REPLAY: c_int =
-    (raw::REDISMODULE_CTX_FLAGS_REPLICATED | raw::REDISMODULE_CTX_FLAGS_LOADING) as c_int;
-
-/// The arguments of METRIC.ADD.
-struct AddArgs {
-    value: f64,
-    ts: Option<u64>,
-    /// The internal `RETENTION ms NOW ms` of a replicated effect: the retention and the
-    /// server time the primary applied the sample with.
-    applied: Option<(u64, u64)>,
-}
-
-fn parse_add(args: &[RStr], replay: bool) -> Result<AddArgs, Error> {
-    let arg = |i: usize| bytes(args[i]);
-    let keyword = |i: usize, k: &str| -> Result<(), Error> {
-        if args::is_keyword(arg(i), k) {
-            Ok(())
-        } else {
-            Err(Error::syntax(&String::from_utf8_lossy(arg(i))))
-        }
-    };
-    if !matches!(args.len(), 3 | 5 | 9) {
-        return Err(Error::WrongArity);
-    }
-    let value = args::finite(arg(2), "value")?;
-    let ts = if args.len() >= 5 {
-        keyword(3, "TS")?;
-        Some(args::non_negative(arg(4), "TS")?)
-    } else {
-        None
-    };
-    let applied = if args.len() == 9 {
-        keyword(5, "RETENTION")?;
-        keyword(7, "NOW")?;
-        if !replay {
-            return Err(Error::custom(
-                "RETENTION and NOW are internal arguments (replication and AOF only)",
-            ));
-        }
-        let retention = args::positive(arg(6), "RETENTION", config::RETENTION_MAX as u64)?;
-        Some((retention, args::non_negative(arg(8), "NOW")?))
-    } else {
-        None
-    };
-    Ok(AddArgs { value, ts, applied })
-}
+use crate::error::{Error, Result};
+use crate::server::{self, Arg, Call, Reply};
 
 /// `METRIC.ADD key value [TS unix_ms]`
 ///
@@ -74,10 +25,54 @@ fn parse_add(args: &[RStr], replay: bool) -> Result<AddArgs, Error> {
 /// primary applied the sample with, so a replay keeps the same buckets whatever its own clock
 /// and `tally.retention-ms` say. Only accepted from the primary or the AOF; an effect written
 /// without them (an older AOF) replays as before, relative to the newest timestamp.
-pub extern "C" fn add(ctx: Ctx, argv: *mut RStr, argc: c_int) -> c_int {
-    server::run(ctx, argv, argc, |reply, args| {
-        let replay = reply.ctx_flags() & REPLAY != 0;
-        let AddArgs { value, ts, applied } = parse_add(args, replay)?;
+#[derive(Debug, PartialEq)]
+pub(crate) struct Add {
+    pub value: f64,
+    pub ts: Option<u64>,
+    /// The internal `RETENTION ms NOW ms` of a replicated effect: the retention and the
+    /// server time the primary applied the sample with.
+    pub applied: Option<(u64, u64)>,
+}
+
+impl Command for Add {
+    const NAME: &'static CStr = c"METRIC.ADD";
+    const FLAGS: &'static str = "write deny-oom fast";
+
+    fn parse(mut args: Args, env: &Env) -> Result<Self> {
+        let argc = args.argc();
+        if !matches!(argc, 3 | 5 | 9) {
+            return Err(Error::WrongArity);
+        }
+        let value = args.finite("value")?;
+        let ts = if argc >= 5 {
+            args.keyword("TS")?;
+            Some(args.non_negative("TS")?)
+        } else {
+            None
+        };
+        let applied = if argc == 9 {
+            args.keyword("RETENTION")?;
+            // Both keywords are checked before either value.
+            let mut now = args;
+            now.next_arg();
+            now.keyword("NOW")?;
+            if !env.replay {
+                return Err(Error::custom(
+                    "RETENTION and NOW are internal arguments (replication and AOF only)",
+                ));
+            }
+            let retention = args.positive("RETENTION", config::RETENTION_MAX as u64)?;
+            Some((retention, now.non_negative("NOW")?))
+        } else {
+            None
+        };
+        Ok(Add { value, ts, applied })
+    }
+
+    #[inline]
+    fn execute(self, call: &Call, env: &Env) -> Result<()> {
+        let Add { value, ts, applied } = self;
+        let replay = env.replay;
         let now = server::now_ms();
         let explicit_ts = ts.is_some();
         let ts = ts.unwrap_or(now);
@@ -91,10 +86,10 @@ pub extern "C" fn add(ctx: Ctx, argv: *mut RStr, argc: c_int) -> c_int {
             Some(applied) => applied,
             // An effect without them: pruned relative to the newest timestamp, as when it
             // was written.
-            None if replay && explicit_ts => (config::retention_ms(), u64::MAX),
-            None => (config::retention_ms(), now),
+            None if replay && explicit_ts => (env.retention_ms, u64::MAX),
+            None => (env.retention_ms, now),
         };
-        let key = Key::write(ctx, args[1]);
+        let mut key = call.write_key(1);
         let count = match key.value::<Series>(&SERIES_TYPE)? {
             Some(series) => {
                 series.add_at(value, ts, applied_at, retention);
@@ -115,22 +110,34 @@ pub extern "C" fn add(ctx: Ctx, argv: *mut RStr, argc: c_int) -> c_int {
         if let Some(at) = expire_at {
             key.expire_at(at);
         }
-        if effects::consumed(ctx, reply.ctx_flags()) {
+        if effects::consumed(call) {
             if applied_at == u64::MAX {
                 // An old effect passes on as it came.
-                raw::replicate_verbatim(ctx);
+                call.replicate_verbatim();
             } else {
-                replicate_add(ctx, args[1], args[2], ts, retention, applied_at);
+                call.replicate(
+                    c"METRIC.ADD",
+                    &[
+                        Arg::Argv(1),
+                        Arg::Argv(2),
+                        Arg::Word("TS"),
+                        Arg::Int(ts),
+                        Arg::Word("RETENTION"),
+                        Arg::Int(retention),
+                        Arg::Word("NOW"),
+                        Arg::Int(applied_at),
+                    ],
+                );
             }
             if let Some(at) = expire_at {
-                replicate_pexpireat(ctx, args[1], at);
+                call.replicate(c"PEXPIREAT", &[Arg::Argv(1), Arg::Int(at)]);
             }
         } else {
-            effects::skip(ctx);
+            effects::skip(call);
         }
-        reply.uint(count);
+        call.reply.uint(count);
         Ok(())
-    })
+    }
 }
 
 /// `METRIC.SUMMARY key [WINDOW window_ms]`
@@ -139,28 +146,39 @@ pub extern "C" fn add(ctx: Ctx, argv: *mut RStr, argc: c_int) -> c_int {
 /// last_ts, p50, p90, p95, p99 (count 0 and the rest nil for an empty or missing series).
 /// O(1) all-time; with WINDOW (1 ..= tally.retention-ms) the samples of the last `window_ms`
 /// of server time, merged from time buckets in O(buckets).
-pub extern "C" fn summary(ctx: Ctx, argv: *mut RStr, argc: c_int) -> c_int {
-    server::run(ctx, argv, argc, |reply, args| {
-        let window = match args.len() {
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Summary {
+    pub window_ms: Option<u64>,
+}
+
+impl Command for Summary {
+    const NAME: &'static CStr = c"METRIC.SUMMARY";
+    const FLAGS: &'static str = "readonly fast";
+
+    fn parse(mut args: Args, env: &Env) -> Result<Self> {
+        let window_ms = match args.argc() {
             2 => None,
-            4 if args::is_keyword(bytes(args[2]), "WINDOW") => Some(args::positive(
-                bytes(args[3]),
-                "window_ms",
-                config::retention_ms(),
-            )?),
-            4 => return Err(Error::syntax(&String::from_utf8_lossy(bytes(args[2])))),
+            4 => {
+                args.keyword("WINDOW")?;
+                Some(args.positive("window_ms", env.retention_ms)?)
+            }
             _ => return Err(Error::WrongArity),
         };
-        let key = Key::read(ctx, args[1]);
+        Ok(Summary { window_ms })
+    }
+
+    #[inline]
+    fn execute(self, call: &Call, _: &Env) -> Result<()> {
+        let mut key = call.read_key(1);
         let summary = key
             .value::<Series>(&SERIES_TYPE)?
-            .and_then(|s| match window {
+            .and_then(|s| match self.window_ms {
                 Some(w) => s.window(server::now_ms(), w),
                 None => s.summary(),
             });
-        write_summary(reply, summary.as_ref());
+        write_summary(&call.reply, summary.as_ref());
         Ok(())
-    })
+    }
 }
 
 /// Most buckets one METRIC.RANGE may span.
@@ -172,28 +190,69 @@ const MAX_RANGE_BUCKETS: u64 = 10_000;
 /// (inclusive; `-` and `+` are the oldest and newest retained data), in buckets of `bucket_ms`
 /// (a positive multiple of 1000) starting at multiples of it; non-empty buckets only, oldest
 /// first. O(stored buckets).
-pub extern "C" fn range(ctx: Ctx, argv: *mut RStr, argc: c_int) -> c_int {
-    server::run(ctx, argv, argc, |reply, args| {
-        if args.len() != 5 {
-            return Err(Error::WrongArity);
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Range {
+    pub from: Bound,
+    pub to: Bound,
+    pub bucket_ms: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Bound {
+    /// `-`: the oldest retained data.
+    Oldest,
+    /// `+`: the newest retained data.
+    Newest,
+    At(u64),
+}
+
+impl Bound {
+    fn parse(arg: &[u8], name: &str) -> Result<Bound> {
+        match arg {
+            b"-" => Ok(Bound::Oldest),
+            b"+" => Ok(Bound::Newest),
+            _ => args::non_negative(arg, name).map(Bound::At).map_err(|_| {
+                Error::custom(format!("{name} must be a non-negative integer, - or +"))
+            }),
         }
-        let from = parse_bound(bytes(args[2]), "from_ms")?;
-        let to = parse_bound(bytes(args[3]), "to_ms")?;
-        let bucket = args::positive(bytes(args[4]), "bucket_ms", i64::MAX as u64)?;
-        if bucket % 1000 != 0 {
+    }
+}
+
+impl Command for Range {
+    const NAME: &'static CStr = c"METRIC.RANGE";
+    const FLAGS: &'static str = "readonly";
+
+    fn parse(mut args: Args, _: &Env) -> Result<Self> {
+        let (Some(from), Some(to), 5) = (args.next_arg(), args.next_arg(), args.argc()) else {
+            return Err(Error::WrongArity);
+        };
+        let from = Bound::parse(from, "from_ms")?;
+        let to = Bound::parse(to, "to_ms")?;
+        let bucket_ms = args.positive("bucket_ms", i64::MAX as u64)?;
+        if bucket_ms % 1000 != 0 {
             return Err(Error::custom(
                 "bucket_ms must be a positive multiple of 1000",
             ));
         }
-        let key = Key::read(ctx, args[1]);
+        Ok(Range {
+            from,
+            to,
+            bucket_ms,
+        })
+    }
+
+    #[inline]
+    fn execute(self, call: &Call, env: &Env) -> Result<()> {
+        let bucket = self.bucket_ms;
+        let mut key = call.read_key(1);
         let Some(series) = key.value::<Series>(&SERIES_TYPE)? else {
-            reply.array(0);
+            call.reply.array(0);
             return Ok(());
         };
         let now = server::now_ms();
-        let retention = config::retention_ms();
+        let retention = env.retention_ms;
         let Some((oldest, newest)) = series.bounds(now, retention) else {
-            reply.array(0);
+            call.reply.array(0);
             return Ok(());
         };
         let resolve = |b: Bound| match b {
@@ -201,7 +260,7 @@ pub extern "C" fn range(ctx: Ctx, argv: *mut RStr, argc: c_int) -> c_int {
             Bound::Newest => newest,
             Bound::At(ms) => ms,
         };
-        let (from, to) = (resolve(from), resolve(to));
+        let (from, to) = (resolve(self.from), resolve(self.to));
         if from <= to && to / bucket - from / bucket >= MAX_RANGE_BUCKETS {
             return Err(Error::custom(format!(
                 "the range spans more than {MAX_RANGE_BUCKETS} buckets of bucket_ms"
@@ -212,45 +271,12 @@ pub extern "C" fn range(ctx: Ctx, argv: *mut RStr, argc: c_int) -> c_int {
         } else {
             Vec::new()
         };
-        write_points(reply, &points);
+        write_points(&call.reply, &points);
         Ok(())
-    })
-}
-
-#[derive(Clone, Copy)]
-enum Bound {
-    Oldest,
-    Newest,
-    At(u64),
-}
-
-fn parse_bound(arg: &[u8], name: &str) -> Result<Bound, Error> {
-    match arg {
-        b"-" => Ok(Bound::Oldest),
-        b"+" => Ok(Bound::Newest),
-        _ => args::non_negative(arg, name)
-            .map(Bound::At)
-            .map_err(|_| Error::custom(format!("{name} must be a non-negative integer, - or +"))),
     }
 }
 
-/// `METRIC.RESTORE key payload` (internal: what AOF rewrite emits). Replaces the key's series
-/// with the decoded payload.
-pub extern "C" fn restore(ctx: Ctx, argv: *mut RStr, argc: c_int) -> c_int {
-    server::run(ctx, argv, argc, |reply, args| {
-        if args.len() != 3 {
-            return Err(Error::WrongArity);
-        }
-        let series = Series::decode(bytes(args[2])).map_err(Error::Corrupt)?;
-        Key::write(ctx, args[1]).set_value(&SERIES_TYPE, series)?;
-        // Deterministic: the payload is the whole state.
-        raw::replicate_verbatim(ctx);
-        reply.simple("OK");
-        Ok(())
-    })
-}
-
-fn write_summary(reply: &Reply, s: Option<&Summary>) {
+fn write_summary(reply: &Reply, s: Option<&aggregates::Summary>) {
     const FIELDS: [&str; 8] = [
         "count", "sum", "min", "max", "avg", "stddev", "first_ts", "last_ts",
     ];
@@ -312,36 +338,5 @@ fn write_points(reply: &Reply, points: &[Point]) {
     }
 }
 
-fn replicate_add(ctx: Ctx, key: RStr, value: RStr, ts: u64, retention: u64, now: u64) {
-    // SAFETY: valid context and arguments of the running command; "ssclclcl" is two
-    // RedisModuleStrings, then three (C string, long long) pairs, matching the arguments.
-    unsafe {
-        raw::RedisModule_Replicate.unwrap()(
-            ctx,
-            c"METRIC.ADD".as_ptr(),
-            c"ssclclcl".as_ptr(),
-            key,
-            value,
-            c"TS".as_ptr(),
-            ts as std::ffi::c_longlong,
-            c"RETENTION".as_ptr(),
-            retention as std::ffi::c_longlong,
-            c"NOW".as_ptr(),
-            now as std::ffi::c_longlong,
-        );
-    }
-}
-
-fn replicate_pexpireat(ctx: Ctx, key: RStr, at_ms: u64) {
-    // SAFETY: valid context and key of the running command; "sl" is a RedisModuleString and
-    // a long long, matching the arguments.
-    unsafe {
-        raw::RedisModule_Replicate.unwrap()(
-            ctx,
-            c"PEXPIREAT".as_ptr(),
-            c"sl".as_ptr(),
-            key,
-            at_ms as std::ffi::c_longlong,
-        );
-    }
-}
+#[cfg(test)]
+mod tests;

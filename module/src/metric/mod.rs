@@ -1,7 +1,3 @@
-//! The metric series data type and its commands.
+//! METRIC.* commands over the core's metric series.
 
-pub mod aggregates;
-pub mod command;
-pub mod rdb;
-pub mod series;
-pub mod sketch;
+pub(crate) mod command;

@@ -1,25 +1,75 @@
-//! RATELIMIT.* commands: argument parsing, the key, replication and the reply.
+//! RATELIMIT.* commands: each one's grammar (a typed struct and its parser), its registration
+//! (name, flags) and its handler (key, algorithm, replication, reply), over the core's log.
 
-use std::ffi::c_int;
+use std::ffi::CStr;
 
-use redis_module::raw;
+use tally_core::ratelimit::{Decision, Log, Policy, MAX_AMOUNT, MAX_WINDOW_MS};
 
-use super::log::{Decision, Log, Policy, MAX_AMOUNT, MAX_WINDOW_MS};
-use super::rdb::{decode, LOG_TYPE};
-use crate::args;
+use crate::args::{self, Args};
+use crate::command::{Command, Env};
+use crate::datatype::LOG_TYPE;
 use crate::effects;
 use crate::error::{Error, Result};
-use crate::server::{self, bytes, Ctx, Key, RStr, Reply};
+use crate::server::{self, Arg, Call, Reply};
+
+/// The arguments of CHECK and PEEK: `key limit window_ms [limit window_ms ...] [COST cost]`.
+#[derive(Debug)]
+pub(crate) struct Request {
+    pub policies: Policies,
+    pub cost: u64,
+}
+
+impl Request {
+    #[inline]
+    fn parse(mut args: Args) -> Result<Self> {
+        if args.argc() < 4 {
+            return Err(Error::WrongArity);
+        }
+        let mut policies = Policies::default();
+        let mut cost = 1;
+        while let Some(arg) = args.next_arg() {
+            if args::is_keyword(arg, "COST") {
+                if args.left() != 1 {
+                    return Err(Error::custom("COST takes one value and must come last"));
+                }
+                cost = args.non_negative("cost")?;
+                break;
+            }
+            let Some(window) = args.next_arg() else {
+                return Err(Error::custom("every limit needs a window_ms"));
+            };
+            policies.push(Policy {
+                limit: args::positive(arg, "limit", MAX_AMOUNT)?,
+                window_ms: args::positive(window, "window_ms", MAX_WINDOW_MS)?,
+            });
+        }
+        if policies.is_empty() {
+            return Err(Error::WrongArity);
+        }
+        Ok(Request { policies, cost })
+    }
+}
 
 /// `RATELIMIT.CHECK key limit window_ms [limit window_ms ...] [COST cost]`
 ///
 /// Allowed iff every policy's window holds at most `limit - cost`; then `cost` is recorded at
 /// the server's time. Reply: allowed, limit, remaining, retry_after_ms, reset_after_ms.
-pub extern "C" fn check(ctx: Ctx, argv: *mut RStr, argc: c_int) -> c_int {
-    server::run(ctx, argv, argc, |reply, args| {
-        let (policies, cost) = parse_request(args)?;
+#[derive(Debug)]
+pub(crate) struct Check(pub Request);
+
+impl Command for Check {
+    const NAME: &'static CStr = c"RATELIMIT.CHECK";
+    const FLAGS: &'static str = "write deny-oom fast";
+
+    fn parse(args: Args, _: &Env) -> Result<Self> {
+        Request::parse(args).map(Check)
+    }
+
+    #[inline]
+    fn execute(self, call: &Call, _: &Env) -> Result<()> {
+        let Request { policies, cost } = self.0;
         let policies = policies.as_slice();
-        let key = Key::write(ctx, args[1]);
+        let mut key = call.write_key(1);
         let now = server::now_ms();
         let (decision, recorded, expires_at) = match key.value::<Log>(&LOG_TYPE)? {
             Some(log) => {
@@ -43,82 +93,99 @@ pub extern "C" fn check(ctx: Ctx, argv: *mut RStr, argc: c_int) -> c_int {
             let horizon = policies.iter().map(|p| p.window_ms).max().unwrap_or(1);
             // Replicas and the AOF get the effect with the primary's clock reading, not the
             // command: RATELIMIT.RECORD is deterministic given the log, time, cost and horizon.
-            if effects::consumed(ctx, reply.ctx_flags()) {
-                replicate_record(ctx, args[1], now, cost, horizon);
+            if effects::consumed(call) {
+                call.replicate(
+                    c"RATELIMIT.RECORD",
+                    &[
+                        Arg::Argv(1),
+                        Arg::Int(now),
+                        Arg::Int(cost),
+                        Arg::Int(horizon),
+                    ],
+                );
             } else {
-                effects::skip(ctx);
+                effects::skip(call);
             }
         }
-        write_decision(reply, &decision);
+        write_decision(&call.reply, &decision);
         Ok(())
-    })
+    }
 }
 
 /// `RATELIMIT.PEEK key limit window_ms [limit window_ms ...] [COST cost]`
 ///
 /// The reply CHECK would give now; records nothing.
-pub extern "C" fn peek(ctx: Ctx, argv: *mut RStr, argc: c_int) -> c_int {
-    server::run(ctx, argv, argc, |reply, args| {
-        let (policies, cost) = parse_request(args)?;
+#[derive(Debug)]
+pub(crate) struct Peek(pub Request);
+
+impl Command for Peek {
+    const NAME: &'static CStr = c"RATELIMIT.PEEK";
+    const FLAGS: &'static str = "readonly fast";
+
+    fn parse(args: Args, _: &Env) -> Result<Self> {
+        Request::parse(args).map(Peek)
+    }
+
+    #[inline]
+    fn execute(self, call: &Call, _: &Env) -> Result<()> {
+        let Request { policies, cost } = self.0;
         let policies = policies.as_slice();
-        let key = Key::read(ctx, args[1]);
+        let mut key = call.read_key(1);
         let now = server::now_ms();
         let decision = match key.value::<Log>(&LOG_TYPE)? {
             Some(log) => log.peek(now, policies, cost),
             None => Log::new().peek(now, policies, cost),
         };
-        write_decision(reply, &decision);
+        write_decision(&call.reply, &decision);
         Ok(())
-    })
+    }
 }
 
 /// `RATELIMIT.RECORD key now_ms cost horizon_ms` (internal: the replicated effect of an
 /// allowed CHECK). Drops entries older than `horizon_ms` before `now_ms`, then records `cost`.
-pub extern "C" fn record(ctx: Ctx, argv: *mut RStr, argc: c_int) -> c_int {
-    server::run(ctx, argv, argc, |reply, args| {
-        if args.len() != 5 {
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Record {
+    pub now_ms: u64,
+    pub cost: u64,
+    pub horizon_ms: u64,
+}
+
+impl Command for Record {
+    const NAME: &'static CStr = c"RATELIMIT.RECORD";
+    const FLAGS: &'static str = "write deny-oom fast";
+
+    fn parse(mut args: Args, _: &Env) -> Result<Self> {
+        if args.argc() != 5 {
             return Err(Error::WrongArity);
         }
-        let now = args::non_negative(bytes(args[2]), "now_ms")?;
-        let cost = args::positive(bytes(args[3]), "cost", MAX_AMOUNT)?;
-        let horizon = args::positive(bytes(args[4]), "horizon_ms", MAX_WINDOW_MS)?;
-        let key = Key::write(ctx, args[1]);
+        Ok(Record {
+            now_ms: args.non_negative("now_ms")?,
+            cost: args.positive("cost", MAX_AMOUNT)?,
+            horizon_ms: args.positive("horizon_ms", MAX_WINDOW_MS)?,
+        })
+    }
+
+    #[inline]
+    fn execute(self, call: &Call, _: &Env) -> Result<()> {
+        let mut key = call.write_key(1);
         if key.value::<Log>(&LOG_TYPE)?.is_none() {
             key.set_value(&LOG_TYPE, Log::new())?;
         }
         let log = key.value::<Log>(&LOG_TYPE)?.ok_or(Error::WrongType)?;
-        log.record(now, cost, horizon);
+        log.record(self.now_ms, self.cost, self.horizon_ms);
         if let Some(at) = log.expires_at_ms() {
             key.expire_at(at);
         }
         // Deterministic: every input, time included, is an explicit argument.
-        raw::replicate_verbatim(ctx);
-        reply.simple("OK");
+        call.replicate_verbatim();
+        call.reply.simple("OK");
         Ok(())
-    })
-}
-
-/// `RATELIMIT.RESTORE key payload` (internal: what AOF rewrite emits). Replaces the key's log
-/// with the decoded payload, and the key has no TTL afterwards: the payload is the value, not
-/// its key's expiry. AOF rewrite emits the key's real expiry itself (`PEXPIREAT`, right after
-/// the module's rewrite callback), so a key that was `PERSIST`ed stays without a TTL after a
-/// reload, as on the primary, and one with a TTL gets exactly that TTL back.
-pub extern "C" fn restore(ctx: Ctx, argv: *mut RStr, argc: c_int) -> c_int {
-    server::run(ctx, argv, argc, |reply, args| {
-        if args.len() != 3 {
-            return Err(Error::WrongArity);
-        }
-        let log = decode(bytes(args[2])).map_err(Error::Corrupt)?;
-        Key::write(ctx, args[1]).set_value(&LOG_TYPE, log)?;
-        // Deterministic: the payload is the whole state.
-        raw::replicate_verbatim(ctx);
-        reply.simple("OK");
-        Ok(())
-    })
+    }
 }
 
 /// The policies of one request: up to four on the stack (no allocation on the hot path).
-struct Policies {
+#[derive(Debug)]
+pub(crate) struct Policies {
     inline: [Policy; 4],
     more: Vec<Policy>,
     len: usize,
@@ -155,45 +222,13 @@ impl Policies {
         self.len == 0
     }
 
-    fn as_slice(&self) -> &[Policy] {
+    pub fn as_slice(&self) -> &[Policy] {
         if self.more.is_empty() {
             &self.inline[..self.len]
         } else {
             &self.more
         }
     }
-}
-
-/// Parses `key limit window_ms [limit window_ms ...] [COST cost]` (args[0] is the command).
-fn parse_request(args: &[RStr]) -> Result<(Policies, u64)> {
-    if args.len() < 4 {
-        return Err(Error::WrongArity);
-    }
-    let mut policies = Policies::default();
-    let mut cost = 1;
-    let mut i = 2;
-    while i < args.len() {
-        let arg = bytes(args[i]);
-        if args::is_keyword(arg, "COST") {
-            if i + 2 != args.len() {
-                return Err(Error::custom("COST takes one value and must come last"));
-            }
-            cost = args::non_negative(bytes(args[i + 1]), "cost")?;
-            break;
-        }
-        let Some(&window) = args.get(i + 1) else {
-            return Err(Error::custom("every limit needs a window_ms"));
-        };
-        policies.push(Policy {
-            limit: args::positive(arg, "limit", MAX_AMOUNT)?,
-            window_ms: args::positive(bytes(window), "window_ms", MAX_WINDOW_MS)?,
-        });
-        i += 2;
-    }
-    if policies.is_empty() {
-        return Err(Error::WrongArity);
-    }
-    Ok((policies, cost))
 }
 
 fn write_decision(reply: &Reply, d: &Decision) {
@@ -218,18 +253,5 @@ fn write_decision(reply: &Reply, d: &Decision) {
     }
 }
 
-fn replicate_record(ctx: Ctx, key: RStr, now: u64, cost: u64, horizon: u64) {
-    // SAFETY: valid context and key of the running command; "slll" is a RedisModuleString
-    // and three long longs, matching the arguments.
-    unsafe {
-        raw::RedisModule_Replicate.unwrap()(
-            ctx,
-            c"RATELIMIT.RECORD".as_ptr(),
-            c"slll".as_ptr(),
-            key,
-            now as std::ffi::c_longlong,
-            cost as std::ffi::c_longlong,
-            horizon as std::ffi::c_longlong,
-        );
-    }
-}
+#[cfg(test)]
+mod tests;

@@ -1,7 +1,3 @@
-//! The rate-limit log data type and its commands.
+//! RATELIMIT.* commands over the core's sliding-window log.
 
-pub mod command;
-pub mod log;
-#[cfg(test)]
-mod proptests;
-pub mod rdb;
+pub(crate) mod command;

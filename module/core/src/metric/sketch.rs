@@ -337,16 +337,7 @@ mod tests {
         }
     }
 
-    /// Deterministic uniform numbers in [0, 1).
-    struct Rng(u64);
-    impl Rng {
-        fn unit(&mut self) -> f64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            (self.0 >> 11) as f64 / (1u64 << 53) as f64
-        }
-    }
+    use crate::test_support::Rng;
 
     #[test]
     fn quantiles_are_within_1_percent_on_uniform_exponential_and_bimodal_data() {
@@ -526,16 +517,7 @@ mod tests {
 mod collapse_tests {
     use super::*;
 
-    /// Deterministic uniform numbers in [0, 1).
-    struct Rng(u64);
-    impl Rng {
-        fn unit(&mut self) -> f64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            (self.0 >> 11) as f64 / (1u64 << 53) as f64
-        }
-    }
+    use crate::test_support::Rng;
 
     /// The relative errors of p50, p90, p95, p99 of `samples` in one sketch of `cap` entries,
     /// against the exact samples of rank ceil(q n).

@@ -1,24 +1,14 @@
-//! The metric series' data type: versioned encoding and the Redis type callbacks
-//! (the callbacks themselves are shared, in `datatype`).
-
-use std::ffi::CStr;
-
-use redis_module::native_types::RedisType;
+//! The metric series' versioned encoding: what RDB saves, what AOF rewrite emits as
+//! `METRIC.RESTORE key payload`, and what digests are taken from. [`decode`] reads every
+//! version the module ever wrote.
 
 use super::aggregates::Aggregates;
 use super::series::{Bucket, Series, Tier};
 use super::sketch::Sketch;
 use crate::codec::{Decoded, Reader, Writer};
-use crate::datatype::{type_methods, ModuleValue};
 
 /// Current encoding version (the type's encver and the payload's first byte).
 pub const ENCODING_VERSION: u8 = 2;
-
-pub static SERIES_TYPE: RedisType = RedisType::new(
-    "tally-met",
-    ENCODING_VERSION as i32,
-    type_methods::<Series>(),
-);
 
 fn write_aggregates(w: &mut Writer, a: &Aggregates) {
     let (floats, ints) = a.to_parts();
@@ -118,23 +108,6 @@ pub fn decode(payload: &[u8]) -> Decoded<Series> {
     };
     r.end()?;
     Ok(series)
-}
-
-impl ModuleValue for Series {
-    const ENCODING_VERSION: u8 = ENCODING_VERSION;
-    const RESTORE_COMMAND: &'static CStr = c"METRIC.RESTORE";
-
-    fn encode(&self) -> Vec<u8> {
-        encode(self)
-    }
-
-    fn decode(payload: &[u8]) -> Decoded<Self> {
-        decode(payload)
-    }
-
-    fn heap_bytes(&self) -> usize {
-        Series::heap_bytes(self)
-    }
 }
 
 #[cfg(test)]

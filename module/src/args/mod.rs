@@ -1,10 +1,89 @@
-//! Strict argument parsing shared by every command: no leading or trailing garbage, no sign
+//! Strict argument parsing shared by every command: a cursor over the arguments as byte
+//! slices ([`Args`], no FFI), and number parsers with no leading or trailing garbage, no sign
 //! where none is allowed, no overflow. Each parser names the argument in its error.
 
 use crate::error::{Error, Result};
 
+/// A command's arguments after its name and key (which the parser never reads: the key is
+/// opened by the handler), read front to back by the command's parser.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Args<'a> {
+    /// `argv[2..]`.
+    rest: &'a [&'a [u8]],
+    /// Every argument, the command name and key included.
+    argc: usize,
+    next: usize,
+}
+
+/// Arguments before the ones [`Args`] holds: the command name and the key.
+pub(crate) const NAME_AND_KEY: usize = 2;
+
+impl<'a> Args<'a> {
+    /// The arguments after the name and key, of a call with `argc` arguments in all.
+    pub fn new(rest: &'a [&'a [u8]], argc: usize) -> Self {
+        debug_assert_eq!(rest.len(), argc.saturating_sub(NAME_AND_KEY));
+        Args {
+            rest,
+            argc,
+            next: 0,
+        }
+    }
+
+    /// Every argument, the command name and key included.
+    pub fn argc(&self) -> usize {
+        self.argc
+    }
+
+    /// How many arguments are left to read.
+    pub fn left(&self) -> usize {
+        self.rest.len() - self.next
+    }
+
+    /// The next argument, without reading it.
+    pub fn peek(&self) -> Option<&'a [u8]> {
+        self.rest.get(self.next).copied()
+    }
+
+    /// Reads the next argument.
+    pub fn next_arg(&mut self) -> Option<&'a [u8]> {
+        let arg = self.peek()?;
+        self.next += 1;
+        Some(arg)
+    }
+
+    /// Reads the next argument, which must exist (the caller checked the arity).
+    fn take(&mut self) -> Result<&'a [u8]> {
+        self.next_arg().ok_or(Error::WrongArity)
+    }
+
+    /// Reads `keyword` (any case); anything else is a syntax error naming it.
+    pub fn keyword(&mut self, keyword: &str) -> Result<()> {
+        let arg = self.take()?;
+        if is_keyword(arg, keyword) {
+            Ok(())
+        } else {
+            Err(Error::syntax(&String::from_utf8_lossy(arg)))
+        }
+    }
+
+    /// Reads an integer in `1..=max` (see [`positive`]).
+    pub fn positive(&mut self, name: &str, max: u64) -> Result<u64> {
+        positive(self.take()?, name, max)
+    }
+
+    /// Reads an integer in `0..=i64::MAX` (see [`non_negative`]).
+    pub fn non_negative(&mut self, name: &str) -> Result<u64> {
+        non_negative(self.take()?, name)
+    }
+
+    /// Reads a finite double (see [`finite`]).
+    pub fn finite(&mut self, name: &str) -> Result<f64> {
+        finite(self.take()?, name)
+    }
+}
+
 /// Parses a decimal integer in `1..=max`.
-pub fn positive(bytes: &[u8], name: &str, max: u64) -> Result<u64> {
+pub(crate) fn positive(bytes: &[u8], name: &str, max: u64) -> Result<u64> {
     match digits(bytes) {
         Some(v) if (1..=max).contains(&v) => Ok(v),
         Some(v) if v > max => Err(Error::integer_at_most(name, max)),
@@ -13,7 +92,7 @@ pub fn positive(bytes: &[u8], name: &str, max: u64) -> Result<u64> {
 }
 
 /// Parses a decimal integer in `0..=i64::MAX`.
-pub fn non_negative(bytes: &[u8], name: &str) -> Result<u64> {
+pub(crate) fn non_negative(bytes: &[u8], name: &str) -> Result<u64> {
     match digits(bytes) {
         Some(v) if v <= i64::MAX as u64 => Ok(v),
         _ => Err(Error::non_negative_integer(name)),
@@ -21,7 +100,7 @@ pub fn non_negative(bytes: &[u8], name: &str) -> Result<u64> {
 }
 
 /// Parses a finite double (NaN and infinities, spelled or reached by overflow, are refused).
-pub fn finite(bytes: &[u8], name: &str) -> Result<f64> {
+pub(crate) fn finite(bytes: &[u8], name: &str) -> Result<f64> {
     let text = std::str::from_utf8(bytes).map_err(|_| Error::finite_number(name))?;
     // Rust's parser accepts "inf", "nan" and "infinity": those are caught by is_finite below.
     match text.parse::<f64>() {
@@ -31,7 +110,7 @@ pub fn finite(bytes: &[u8], name: &str) -> Result<f64> {
 }
 
 /// True if `arg` equals `keyword`, ignoring ASCII case (Redis keywords are case-insensitive).
-pub fn is_keyword(arg: &[u8], keyword: &str) -> bool {
+pub(crate) fn is_keyword(arg: &[u8], keyword: &str) -> bool {
     arg.eq_ignore_ascii_case(keyword.as_bytes())
 }
 
@@ -49,6 +128,9 @@ fn digits(bytes: &[u8]) -> Option<u64> {
     }
     Some(v)
 }
+
+#[cfg(test)]
+mod proptests;
 
 #[cfg(test)]
 mod tests {

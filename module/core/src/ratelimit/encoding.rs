@@ -1,22 +1,14 @@
-//! The rate-limit log's data type: versioned encoding and the Redis type callbacks
-//! (the callbacks themselves are shared, in `datatype`).
-
-use std::ffi::CStr;
-
-use redis_module::native_types::RedisType;
+//! The rate-limit log's versioned encoding: what RDB saves, what AOF rewrite emits as
+//! `RATELIMIT.RESTORE key payload`, and what digests are taken from.
 
 use super::log::{Builder, Log};
 use crate::codec::{Decoded, Reader, Writer};
-use crate::datatype::{type_methods, ModuleValue};
 
 /// Current encoding version (the type's encver and the payload's first byte).
 pub const ENCODING_VERSION: u8 = 1;
 
 /// The fewest bytes an entry takes in a payload: two one-byte varints.
 const ENTRY_MIN_BYTES: usize = 2;
-
-pub static LOG_TYPE: RedisType =
-    RedisType::new("tally-log", ENCODING_VERSION as i32, type_methods::<Log>());
 
 /// v1: horizon, entry count, then per entry the timestamp (first absolute, then the delta
 /// from the previous one) and the cost, all varints.
@@ -54,23 +46,6 @@ pub fn decode(payload: &[u8]) -> Decoded<Log> {
     };
     r.end()?;
     Ok(log)
-}
-
-impl ModuleValue for Log {
-    const ENCODING_VERSION: u8 = ENCODING_VERSION;
-    const RESTORE_COMMAND: &'static CStr = c"RATELIMIT.RESTORE";
-
-    fn encode(&self) -> Vec<u8> {
-        encode(self)
-    }
-
-    fn decode(payload: &[u8]) -> Decoded<Self> {
-        decode(payload)
-    }
-
-    fn heap_bytes(&self) -> usize {
-        Log::heap_bytes(self)
-    }
 }
 
 #[cfg(test)]

@@ -1,137 +1,11 @@
-//! Property tests (proptest) for the pure parts the commands stand on: the strict argument
-//! parsers, the sliding-window log against a brute-force model, and the decoders of both data
-//! types fed arbitrary or corrupted bytes. Unit tests only (the Redis allocator is off under
-//! `cfg(test)`), so they run with `cargo test -p tally`.
+//! Property tests of the sliding-window log: decisions against a brute-force model, and the
+//! log's decoder fed arbitrary or corrupted bytes.
 
 use proptest::prelude::*;
 
+use super::encoding;
 use super::log::{Decision, Log, Policy, MAX_WINDOW_MS};
-use crate::args;
-use crate::error::Error;
-
-// ---------------------------------------------------------------------------------------------
-// Argument parsers
-// ---------------------------------------------------------------------------------------------
-
-/// Bytes that look like numbers more often than uniform bytes do.
-fn numberish() -> impl Strategy<Value = Vec<u8>> {
-    prop_oneof![
-        proptest::collection::vec(any::<u8>(), 0..32),
-        "[-+ 0-9.eExXa-fA-FnNiItTyY_,]{0,26}".prop_map(String::into_bytes),
-        "0{0,4}[0-9]{1,22}".prop_map(String::into_bytes),
-        any::<u64>().prop_map(|v| v.to_string().into_bytes()),
-        any::<f64>().prop_map(|v| v.to_string().into_bytes()),
-    ]
-}
-
-/// The documented grammar of the integer parsers: 1 to 20 ASCII digits (leading zeros
-/// allowed), value at most u64::MAX. (Redis's own string2ll also refuses leading zeros.)
-fn plain_digits(b: &[u8]) -> Option<u64> {
-    if b.is_empty() || b.len() > 20 || !b.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    std::str::from_utf8(b).ok()?.parse().ok()
-}
-
-fn message(e: Error) -> String {
-    match e {
-        Error::Arg(m) => m,
-        other => panic!("argument errors are Error::Arg, got {other:?}"),
-    }
-}
-
-/// `cases` per property; failures are reported with their shrunk input, not written to a
-/// regressions file in the source tree.
-fn config(cases: u32) -> ProptestConfig {
-    ProptestConfig {
-        cases,
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    }
-}
-
-proptest! {
-    #![proptest_config(config(256))]
-
-    #[test]
-    fn positive_accepts_exactly_plain_digits_in_range(
-        b in numberish(),
-        max in prop_oneof![Just(u64::MAX), Just(i64::MAX as u64), Just(u32::MAX as u64), 1..1000u64],
-        name in "[a-z_]{1,12}",
-    ) {
-        match (args::positive(&b, &name, max), plain_digits(&b)) {
-            (Ok(v), Some(want)) => prop_assert!(v == want && (1..=max).contains(&v)),
-            (Ok(v), None) => prop_assert!(false, "{:?} accepted as {}", b, v),
-            (Err(e), digits) => {
-                prop_assert!(digits.is_none_or(|v| v == 0 || v > max), "{:?} refused", b);
-                let m = message(e);
-                prop_assert!(m.starts_with(&format!("{name} must be")), "{}", m);
-                if digits.is_some_and(|v| v > max) {
-                    prop_assert_eq!(m, format!("{name} must be an integer between 1 and {max}"));
-                }
-            }
-        }
-    }
-
-    #[test]
-    fn every_canonical_integer_spelling_parses_to_its_value(v in any::<u64>()) {
-        let s = v.to_string();
-        prop_assert_eq!(args::positive(s.as_bytes(), "n", u64::MAX).ok(), (v > 0).then_some(v));
-        prop_assert_eq!(
-            args::non_negative(s.as_bytes(), "n").ok(),
-            (v <= i64::MAX as u64).then_some(v)
-        );
-        // A sign, a space, a fraction or an exponent is never part of an integer.
-        for bad in [format!("+{s}"), format!("-{s}"), format!(" {s}"), format!("{s} "),
-                    format!("{s}.0"), format!("{s}e0"), format!("{s}\0")] {
-            prop_assert!(args::positive(bad.as_bytes(), "n", u64::MAX).is_err(), "{}", bad);
-            prop_assert!(args::non_negative(bad.as_bytes(), "n").is_err(), "{}", bad);
-        }
-    }
-
-    #[test]
-    fn non_negative_accepts_exactly_plain_digits_up_to_i64_max(b in numberish()) {
-        let want = plain_digits(&b).filter(|&v| v <= i64::MAX as u64);
-        match args::non_negative(&b, "TS") {
-            Ok(v) => prop_assert_eq!(Some(v), want),
-            Err(e) => {
-                prop_assert_eq!(want, None, "{:?} refused", b);
-                prop_assert_eq!(message(e), "TS must be a non-negative integer");
-            }
-        }
-    }
-
-    #[test]
-    fn finite_accepts_only_finite_numbers_and_never_panics(b in numberish()) {
-        match args::finite(&b, "value") {
-            Ok(v) => {
-                prop_assert!(v.is_finite());
-                let text = std::str::from_utf8(&b).expect("accepted input is UTF-8");
-                prop_assert!(!text.is_empty());
-                prop_assert!(!text.contains(|c: char| c.is_whitespace()), "{:?}", text);
-                prop_assert_eq!(text.parse::<f64>().ok(), Some(v));
-            }
-            Err(e) => prop_assert_eq!(message(e), "value must be a finite number"),
-        }
-    }
-
-    #[test]
-    fn every_finite_double_round_trips_through_its_usual_spellings(v in any::<f64>()) {
-        let spellings = [format!("{v}"), format!("{v:?}"), format!("{v:e}"), format!("{v:E}")];
-        for s in spellings {
-            let got = args::finite(s.as_bytes(), "value");
-            if v.is_finite() {
-                // Bit for bit: -0.0 stays -0.0.
-                prop_assert_eq!(got.map(f64::to_bits), Ok(v.to_bits()), "{}", s);
-            } else {
-                prop_assert!(got.is_err(), "{} accepted", s);
-            }
-        }
-        // Integers as a client library sends them.
-        let n = v as i64;
-        prop_assert_eq!(args::finite(n.to_string().as_bytes(), "value"), Ok(n as f64));
-    }
-}
+use crate::test_support::{config, mutate, mutation};
 
 // ---------------------------------------------------------------------------------------------
 // The sliding-window log against a brute-force model
@@ -406,8 +280,8 @@ fn run(start: u64, sets: &[Vec<Policy>], steps: &[Step]) -> (Log, Model) {
 
 /// decode(encode(log)) holds the same entries and horizon and answers the same.
 fn assert_round_trip(log: &Log, now: u64, policies: &[Policy]) {
-    let bytes = super::rdb::encode(log);
-    let back = super::rdb::decode(&bytes).expect("a log's own encoding decodes");
+    let bytes = encoding::encode(log);
+    let back = encoding::decode(&bytes).expect("a log's own encoding decodes");
     assert_eq!(
         back.entries().collect::<Vec<_>>(),
         log.entries().collect::<Vec<_>>()
@@ -420,11 +294,7 @@ fn assert_round_trip(log: &Log, now: u64, policies: &[Policy]) {
             log.peek(now, policies, cost)
         );
     }
-    assert_eq!(
-        super::rdb::encode(&back),
-        bytes,
-        "the encoding is canonical"
-    );
+    assert_eq!(encoding::encode(&back), bytes, "the encoding is canonical");
 }
 
 proptest! {
@@ -543,42 +413,8 @@ fn a_live_total_of_2_pow_64_denies_as_the_exact_model_does() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Decoders: arbitrary and corrupted payloads
+// The decoder: arbitrary and corrupted payloads
 // ---------------------------------------------------------------------------------------------
-
-/// A corruption of a valid payload: overwrite, truncate, insert or delete bytes.
-#[derive(Clone, Debug)]
-enum Mutation {
-    Set(usize, u8),
-    Truncate(usize),
-    Insert(usize, u8),
-    Remove(usize),
-}
-
-fn mutation() -> impl Strategy<Value = Mutation> {
-    prop_oneof![
-        4 => (any::<usize>(), any::<u8>()).prop_map(|(i, b)| Mutation::Set(i, b)),
-        1 => any::<usize>().prop_map(Mutation::Truncate),
-        1 => (any::<usize>(), any::<u8>()).prop_map(|(i, b)| Mutation::Insert(i, b)),
-        1 => any::<usize>().prop_map(Mutation::Remove),
-    ]
-}
-
-fn mutate(mut bytes: Vec<u8>, mutations: &[Mutation]) -> Vec<u8> {
-    for m in mutations {
-        let n = bytes.len();
-        match *m {
-            Mutation::Set(i, b) if n > 0 => bytes[i % n] = b,
-            Mutation::Truncate(i) => bytes.truncate(i % (n + 1)),
-            Mutation::Insert(i, b) => bytes.insert(i % (n + 1), b),
-            Mutation::Remove(i) if n > 0 => {
-                bytes.remove(i % n);
-            }
-            _ => {}
-        }
-    }
-    bytes
-}
 
 /// Whatever a decoded log holds, using it must not panic and it must encode to a payload that
 /// decodes to the same entries.
@@ -596,42 +432,14 @@ fn exercise_log(log: &mut Log, now: u64) {
     let _ = log.expires_at_ms();
     let _ = log.heap_bytes();
     let _ = log.peek(now, &policies, 1);
-    let bytes = super::rdb::encode(log);
-    let back = super::rdb::decode(&bytes).expect("re-encoded payload decodes");
+    let bytes = encoding::encode(log);
+    let back = encoding::decode(&bytes).expect("re-encoded payload decodes");
     assert_eq!(
         back.entries().collect::<Vec<_>>(),
         log.entries().collect::<Vec<_>>()
     );
     let _ = log.check(now, &policies, 2);
     let _ = log.expires_at_ms();
-}
-
-fn exercise_series(series: &mut crate::metric::series::Series, now: u64) {
-    use crate::metric::rdb;
-    const HOUR: u64 = 3_600_000;
-    let _ = series.summary();
-    let _ = series.window(now, 60_000);
-    let _ = series.window(now, HOUR);
-    let _ = series.heap_bytes();
-    if let Some((from, to)) = series.bounds(now, HOUR) {
-        if from <= to && to / 60_000 - from / 60_000 < 10_000 {
-            let _ = series.range(from, to, 60_000, now, HOUR);
-        }
-    }
-    let bytes = rdb::encode(series);
-    let back = rdb::decode(&bytes).expect("re-encoded payload decodes");
-    assert_eq!(rdb::encode(&back), bytes);
-    series.add(1.5, now, HOUR);
-    let _ = series.summary();
-}
-
-/// A real series' payload to corrupt.
-fn series_payload(samples: &[(i32, u32)], t0: u64) -> Vec<u8> {
-    let mut s = crate::metric::series::Series::new();
-    for &(v, dt) in samples {
-        s.add(f64::from(v) / 4.0, t0 + u64::from(dt), 3_600_000);
-    }
-    crate::metric::rdb::encode(&s)
 }
 
 /// A well-formed v1 log payload with arbitrary field values: it gets past the framing, so the
@@ -659,7 +467,7 @@ fn structured_log_payload() -> impl Strategy<Value = Vec<u8>> {
         0..4u64,
     )
         .prop_map(|(horizon, first, entries, first_cost)| {
-            let mut w = crate::codec::Writer::new(super::rdb::ENCODING_VERSION);
+            let mut w = crate::codec::Writer::new(encoding::ENCODING_VERSION);
             w.uint(horizon);
             w.uint(entries.len() as u64 + 1);
             w.uint(first);
@@ -667,171 +475,6 @@ fn structured_log_payload() -> impl Strategy<Value = Vec<u8>> {
             for (delta, cost) in entries {
                 w.uint(delta);
                 w.uint(cost);
-            }
-            w.finish()
-        })
-}
-
-/// A double from the values decoders must survive: ordinary, extreme and non-finite.
-fn any_double() -> impl Strategy<Value = f64> {
-    prop_oneof![
-        4 => (-1000i32..1000).prop_map(f64::from),
-        1 => any::<f64>(),
-        1 => Just(f64::NAN),
-        1 => Just(f64::INFINITY),
-        1 => Just(f64::NEG_INFINITY),
-        1 => Just(f64::MAX),
-        1 => Just(-0.0),
-    ]
-}
-
-fn write_structured_aggregates(w: &mut crate::codec::Writer, ints: [u64; 3], floats: [f64; 6]) {
-    for v in ints {
-        w.uint(v);
-    }
-    for v in floats {
-        w.f64(v);
-    }
-}
-
-/// A well-formed v2 series payload with arbitrary field values (counts, timestamps, doubles,
-/// sketch entries, buckets), so the decoder's consistency checks are what is tested. Counts
-/// and timestamps stay within what the module can write (`TS <= i64::MAX`, far fewer than
-/// 2^64 samples); see the report on larger ones.
-fn structured_series_payload() -> impl Strategy<Value = Vec<u8>> {
-    let ts = || {
-        prop_oneof![
-            4 => 1_700_000_000_000u64..1_700_000_600_000,
-            1 => 0..=i64::MAX as u64,
-            1 => Just(i64::MAX as u64),
-            1 => Just(0u64),
-        ]
-    };
-    let count = || prop_oneof![4 => 0..5u64, 1 => 0..(1u64 << 40)];
-    let aggregates = move || {
-        (
-            (count(), ts(), ts()),
-            proptest::array::uniform6(any_double()),
-        )
-    };
-    let sketch = || {
-        proptest::collection::vec(
-            prop_oneof![
-                3 => (-(2 * 16383 + 1)..=(2 * 16383 + 1i32), 1..=0xffffu32)
-                    .prop_map(|(i, c)| (((i + 32768) as u32) << 16) | c),
-                1 => any::<u32>(),
-            ],
-            0..5,
-        )
-        .prop_map(|mut words| {
-            words.sort_unstable();
-            words
-        })
-    };
-    let bucket = move || (aggregates(), sketch());
-    (
-        aggregates(),
-        sketch(),
-        proptest::collection::vec(bucket(), 0..4),
-        proptest::collection::vec(bucket(), 0..4),
-    )
-        .prop_map(|(all, sketch, fine, coarse)| {
-            let mut w = crate::codec::Writer::new(crate::metric::rdb::ENCODING_VERSION);
-            let ((c, f, l), floats) = all;
-            write_structured_aggregates(&mut w, [c, f, l], floats);
-            w.uint(sketch.len() as u64);
-            for word in &sketch {
-                w.uint(u64::from(*word));
-            }
-            for tier in [fine, coarse] {
-                w.uint(tier.len() as u64);
-                for (((c, f, l), floats), sketch) in tier {
-                    write_structured_aggregates(&mut w, [c, f, l], floats);
-                    w.uint(sketch.len() as u64);
-                    for word in &sketch {
-                        w.uint(u64::from(*word));
-                    }
-                }
-            }
-            w.finish()
-        })
-}
-
-/// One field edit of a real series' payload: aggregates are numbered in encoding order (the
-/// all-time ones, then fine buckets, then coarse buckets), modulo how many there are.
-#[derive(Clone, Debug)]
-enum Edit {
-    /// Adds a small delta (wrapping) to count / first_ts / last_ts.
-    Nudge(usize, usize, i64),
-    /// Sets count / first_ts / last_ts.
-    SetInt(usize, usize, u64),
-    /// Sets sum / comp / mean / m2 / min / max.
-    SetFloat(usize, usize, f64),
-    /// Replaces a sketch's entries.
-    Sketch(usize, Vec<u32>),
-}
-
-fn edit() -> impl Strategy<Value = Edit> {
-    prop_oneof![
-        3 => (any::<usize>(), 0..3usize, -70_000..70_000i64)
-            .prop_map(|(o, f, d)| Edit::Nudge(o, f, d)),
-        1 => (any::<usize>(), 0..3usize, prop_oneof![Just(0u64), Just(i64::MAX as u64), 0..(1u64 << 40)])
-            .prop_map(|(o, f, v)| Edit::SetInt(o, f, v)),
-        2 => (any::<usize>(), 0..6usize, any_double()).prop_map(|(o, f, v)| Edit::SetFloat(o, f, v)),
-        1 => (any::<usize>(), proptest::collection::vec(any::<u32>(), 0..4)).prop_map(|(o, mut w)| {
-            w.sort_unstable();
-            Edit::Sketch(o, w)
-        }),
-    ]
-}
-
-/// A real series' payload (samples spread over two hours, so both tiers hold buckets) with a
-/// few fields edited: mostly still well-framed and often still accepted, so what the decoder
-/// lets through is exercised.
-fn edited_series_payload() -> impl Strategy<Value = Vec<u8>> {
-    (
-        proptest::collection::vec((-1000i32..1000, 0..7_200_000u32), 1..60),
-        1_600_000_000_000u64..1_800_000_000_000,
-        proptest::collection::vec(edit(), 0..3),
-    )
-        .prop_map(|(samples, t0, edits)| {
-            use crate::metric::aggregates::Aggregates;
-            use crate::metric::sketch::Sketch;
-            let mut series = crate::metric::series::Series::new();
-            for (v, dt) in samples {
-                series.add(f64::from(v) / 4.0, t0 + u64::from(dt), 3_600_000);
-            }
-            let (all, sketch, fine, coarse) = series.parts();
-            let total = 1 + fine.buckets().len() + coarse.buckets().len();
-            let mut w = crate::codec::Writer::new(crate::metric::rdb::ENCODING_VERSION);
-            let mut ordinal = 0;
-            let mut write = |w: &mut crate::codec::Writer, a: &Aggregates, s: &Sketch| {
-                let (mut floats, mut ints) = a.to_parts();
-                let mut words = s.to_words().to_vec();
-                for e in &edits {
-                    match e {
-                        Edit::Nudge(o, f, d) if o % total == ordinal => {
-                            ints[*f] = ints[*f].wrapping_add_signed(*d)
-                        }
-                        Edit::SetInt(o, f, v) if o % total == ordinal => ints[*f] = *v,
-                        Edit::SetFloat(o, f, v) if o % total == ordinal => floats[*f] = *v,
-                        Edit::Sketch(o, ws) if o % total == ordinal => words = ws.clone(),
-                        _ => {}
-                    }
-                }
-                write_structured_aggregates(w, ints, floats);
-                w.uint(words.len() as u64);
-                for word in words {
-                    w.uint(u64::from(word));
-                }
-                ordinal += 1;
-            };
-            write(&mut w, all, sketch);
-            for tier in [fine, coarse] {
-                w.uint(tier.buckets().len() as u64);
-                for b in tier.buckets() {
-                    write(&mut w, &b.agg, &b.sketch);
-                }
             }
             w.finish()
         })
@@ -845,7 +488,7 @@ proptest! {
         bytes in structured_log_payload(),
         now in prop_oneof![0..(1u64 << 45), Just(i64::MAX as u64), 0..=i64::MAX as u64],
     ) {
-        if let Ok(mut decoded) = super::rdb::decode(&bytes) {
+        if let Ok(mut decoded) = encoding::decode(&bytes) {
             exercise_log(&mut decoded, now);
         }
     }
@@ -864,36 +507,10 @@ proptest! {
             t += dt;
             log.check(t, &[Policy { limit: 50, window_ms: 60_000 }], cost);
         }
-        let valid = super::rdb::encode(&log);
+        let valid = encoding::encode(&log);
         for bytes in [raw, mutate(valid, &mutations)] {
-            if let Ok(mut decoded) = super::rdb::decode(&bytes) {
+            if let Ok(mut decoded) = encoding::decode(&bytes) {
                 exercise_log(&mut decoded, now);
-            }
-        }
-    }
-
-    #[test]
-    fn a_decoded_series_works_without_panicking_whatever_its_fields_hold(
-        bytes in prop_oneof![structured_series_payload(), edited_series_payload()],
-        now in prop_oneof![1_700_000_000_000u64..1_700_001_000_000, 0..=i64::MAX as u64],
-    ) {
-        if let Ok(mut decoded) = crate::metric::rdb::decode(&bytes) {
-            exercise_series(&mut decoded, now);
-        }
-    }
-
-    #[test]
-    fn the_series_decoder_never_panics_on_arbitrary_or_corrupted_bytes(
-        raw in proptest::collection::vec(any::<u8>(), 0..96),
-        samples in proptest::collection::vec((any::<i32>(), 0..7_200_000u32), 0..40),
-        mutations in proptest::collection::vec(mutation(), 1..4),
-        t0 in 0..(1u64 << 45),
-        now_offset in 0..10_000_000u64,
-    ) {
-        let valid = series_payload(&samples, t0);
-        for bytes in [raw, mutate(valid, &mutations)] {
-            if let Ok(mut decoded) = crate::metric::rdb::decode(&bytes) {
-                exercise_series(&mut decoded, t0 + now_offset);
             }
         }
     }
