@@ -101,7 +101,7 @@ pub fn store_detail(e: &StoreError) -> String {
             "Too many metric types: at most {max} distinct types may be stored (MAX_TYPES); \
              this request would add a new one"
         ),
-        StoreError::Refused(detail) => detail.clone(),
+        StoreError::Refused { message, .. } => message.clone(),
     }
 }
 
@@ -109,7 +109,9 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         let detail = store_detail(&e);
         match e {
-            StoreError::Refused(_) | StoreError::TooManyTypes { .. } => ApiError::Invalid(detail),
+            StoreError::Refused { .. } | StoreError::TooManyTypes { .. } => {
+                ApiError::Invalid(detail)
+            }
             StoreError::WrongType(_) => ApiError::Conflict(detail),
             StoreError::Server(_) | StoreError::Protocol(_) => {
                 log::error!("data store error (answered 503): {e}");

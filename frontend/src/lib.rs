@@ -4,7 +4,6 @@
 pub mod breaker;
 pub mod config;
 pub mod error;
-pub mod keys;
 pub mod payload;
 pub mod ratelimit;
 pub mod routes;

@@ -38,13 +38,7 @@ pub const MAX_TYPE_LEN: usize = 256;
 pub const MAX_FUTURE_MS: u64 = 300_000;
 
 /// One validated metric.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Metric {
-    pub kind: String,
-    pub value: f64,
-    /// Unix milliseconds, >= 0.
-    pub ts_ms: u64,
-}
+pub use crate::store::Metric;
 
 /// True for `application/json` and `application/<anything>+json`, parameters ignored.
 fn is_json(req: &HttpRequest) -> bool {

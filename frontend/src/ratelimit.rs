@@ -46,16 +46,7 @@ impl Policy {
     }
 }
 
-/// The reply of `RATELIMIT.CHECK`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Decision {
-    pub allowed: bool,
-    pub limit: i64,
-    pub remaining: i64,
-    /// 0 when allowed; -1 when the cost exceeds the limit (never allowed).
-    pub retry_after_ms: i64,
-    pub reset_after_ms: i64,
-}
+pub use crate::store::Decision;
 
 /// Whole seconds, rounded up.
 fn ceil_s(ms: i64) -> i64 {

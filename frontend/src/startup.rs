@@ -15,7 +15,7 @@ use crate::config::Config;
 use crate::payload::{self, Connection, KEEP_ALIVE, REQUEST_DEADLINE};
 use crate::ratelimit::Policy;
 use crate::routes;
-use crate::store::{KnownTypes, Store};
+use crate::store::{InvalidUrl, KnownTypes, Store};
 use crate::telemetry::Telemetry;
 use crate::upstream::Upstream;
 
@@ -36,7 +36,7 @@ pub struct AppState {
 #[derive(Debug)]
 pub enum StartupError {
     Bind(String, std::io::Error),
-    Redis(redis::RedisError),
+    Redis(InvalidUrl),
     Upstream(reqwest::Error),
 }
 

@@ -16,7 +16,7 @@ use crate::error::ApiError;
 use crate::payload::{self, Metric, MAX_TYPE_LEN, METRIC_BODY_LIMIT};
 use crate::ratelimit;
 use crate::startup::AppState;
-use crate::store::StoreError;
+use crate::store::{Argument, StoreError};
 
 const STORED: &str = r#"{"message":"Metric stored successfully"}"#;
 
@@ -169,15 +169,10 @@ pub fn rfc3339(ms: Option<i64>) -> Option<String> {
         .map(|d| d.to_rfc3339_opts(SecondsFormat::AutoSi, true))
 }
 
-/// The module's `window_ms must be an integer between 1 and <retention_ms>` as the API says it
-/// (in seconds, the unit of `window`).
-fn window_refused(module_message: &str) -> ApiError {
-    let retention_s = module_message
-        .rsplit(' ')
-        .next()
-        .and_then(|ms| ms.parse::<u64>().ok())
-        .map(|ms| ms / 1000);
-    ApiError::invalid(match retention_s {
+/// The module's refusal of `window_ms` as the API says it: the retention (`retention_ms`, the
+/// bound the module states, when known) in seconds, the unit of `window`.
+fn window_refused(retention_ms: Option<u64>) -> ApiError {
+    ApiError::invalid(match retention_ms.map(|ms| ms / 1000) {
         Some(s) => format!(
             "window must be an integer between 1 and {s} (seconds; the retention, tally.retention-ms)"
         ),
@@ -208,7 +203,11 @@ pub async fn summary(
         .await
     {
         Ok(s) => s,
-        Err(StoreError::Refused(msg)) => return Err(window_refused(&msg)),
+        Err(StoreError::Refused {
+            argument: Argument::WindowMs,
+            max,
+            ..
+        }) => return Err(window_refused(max)),
         Err(e) => return Err(e.into()),
     };
     Ok(HttpResponse::Ok().json(SummaryBody {
@@ -285,7 +284,7 @@ mod tests {
 
     #[test]
     fn the_module_window_refusal_is_reported_in_seconds() {
-        let e = window_refused("window_ms must be an integer between 1 and 3600000");
+        let e = window_refused(Some(3_600_000));
         assert!(e.to_string().contains("between 1 and 3600 "), "{e}");
     }
 }
