@@ -3,7 +3,6 @@
 
 pub mod breaker;
 pub mod config;
-pub mod error;
 pub mod payload;
 pub mod ratelimit;
 pub mod routes;

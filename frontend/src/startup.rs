@@ -12,26 +12,13 @@ use actix_web::{web, App, HttpServer};
 
 use crate::breaker::{Breaker, Clock, SystemClock, DEFAULT_TRIAL_CALLS};
 use crate::config::Config;
-use crate::payload::{self, Connection, KEEP_ALIVE, REQUEST_DEADLINE};
 use crate::ratelimit::Policy;
-use crate::routes;
+use crate::routes::deadline::{self, Connection, KEEP_ALIVE, REQUEST_DEADLINE};
+use crate::routes::limit::Limiter;
+use crate::routes::{self, AppState};
 use crate::store::{InvalidUrl, KnownTypes, Store};
 use crate::telemetry::Telemetry;
 use crate::upstream::Upstream;
-
-/// What a worker's handlers share. Each actix worker (one thread each) has its own Redis
-/// connections (`Store`: one multiplexed by that worker's requests, plus its own for writes
-/// that WAIT), so a request never waits for another thread to write or read its command; the
-/// breaker, the upstream client, the telemetry and the cache of known metric types are one per
-/// process.
-pub struct AppState {
-    pub config: Config,
-    pub store: Store,
-    pub breaker: Arc<Breaker>,
-    pub upstream: Arc<Upstream>,
-    pub telemetry: Arc<Telemetry>,
-    pub policy: Policy,
-}
 
 #[derive(Debug)]
 pub enum StartupError {
@@ -97,8 +84,8 @@ impl Application {
             DEFAULT_TRIAL_CALLS,
             clock,
         ));
-        let telemetry = Arc::new(Telemetry::default());
-        let policy = Policy::new(config.rate_limit, config.rate_window_s);
+        let telemetry = Arc::new(Telemetry::new(&routes::LABELS));
+        let limiter = Limiter::new(Policy::new(config.rate_limit, config.rate_window_s));
         // Access lines are info records of actix's logger: when `RUST_LOG` hides them, the
         // middleware is left out rather than formatting each request for nothing.
         let access_log = log::log_enabled!(target: ACCESS_LOG_TARGET, log::Level::Info);
@@ -109,7 +96,7 @@ impl Application {
                 store: Store::new(&config, known.clone())
                     .expect("checked before the workers start"),
                 config: config.clone(),
-                policy: policy.clone(),
+                limiter: limiter.clone(),
                 breaker: breaker.clone(),
                 upstream: upstream.clone(),
                 telemetry: telemetry.clone(),
@@ -118,9 +105,9 @@ impl Application {
             App::new()
                 .app_data(state)
                 // Innermost: the telemetry and the access log see its 408.
-                .wrap_fn(payload::body_deadline)
+                .wrap_fn(deadline::body_deadline)
                 .wrap_fn(move |req, srv| {
-                    let route = Telemetry::route_index(req.path());
+                    let route = routes::label_index(req.path());
                     let start = Instant::now();
                     let telemetry = telemetry.clone();
                     let response = srv.call(req);
@@ -136,7 +123,6 @@ impl Application {
                     Logger::new("%a \"%r\" %s %b %Dms"),
                 ))
                 .configure(routes::configure)
-                .default_service(web::to(routes::not_found))
         });
         // `WORKERS`, else actix's default (one per CPU).
         let server = match workers {

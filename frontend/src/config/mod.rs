@@ -5,7 +5,9 @@
 use std::fmt;
 use std::time::Duration;
 
-use crate::ratelimit::TrustedProxies;
+mod proxies;
+
+pub use proxies::{canonical, TrustedProxies};
 
 /// Everything the API reads from its environment.
 #[derive(Clone, Debug)]
@@ -259,9 +261,24 @@ fn parse_redis_urls(v: &str, cluster: bool) -> Result<Vec<String>, ConfigError> 
         ));
     }
     for url in &urls {
-        redis::Client::open(url.as_str()).map_err(|e| bad("REDIS_URL", format!("{url:?}: {e}")))?;
+        check_redis_url(url).map_err(|e| bad("REDIS_URL", format!("{url:?}: {e}")))?;
     }
     Ok(urls)
+}
+
+/// The shape of one Redis URL: `redis://` (`rediss://`, `valkey://`, `valkeys://`) with a host,
+/// or `unix://` (`redis+unix://`, `valkey+unix://`) with a path. The store, built at start-up,
+/// checks the rest (a start-up error too).
+fn check_redis_url(url: &str) -> Result<(), String> {
+    let parsed = reqwest::Url::parse(url).map_err(|e| e.to_string())?;
+    match parsed.scheme() {
+        "redis" | "rediss" | "valkey" | "valkeys" => match parsed.host_str() {
+            Some(host) if !host.is_empty() => Ok(()),
+            _ => Err("the URL names no host".to_string()),
+        },
+        "unix" | "redis+unix" | "valkey+unix" if !parsed.path().is_empty() => Ok(()),
+        scheme => Err(format!("{scheme}:// is not a Redis URL")),
+    }
 }
 
 fn parse_upstream_url(v: &str) -> Result<String, ConfigError> {
@@ -320,6 +337,8 @@ mod tests {
     fn every_bad_value_is_reported_with_its_variable_name() {
         for (name, value) in [
             ("REDIS_URL", "not a url"),
+            ("REDIS_URL", "http://a:1"),
+            ("REDIS_URL", "redis://"),
             ("REDIS_URL", "redis://a:1,redis://b:2"),
             ("PORT", "70000"),
             ("PORT", "eighty"),
@@ -370,6 +389,19 @@ mod tests {
         .unwrap();
         assert!(c.redis_cluster);
         assert_eq!(c.redis_urls, ["redis://a:7000", "redis://b:7001"]);
+    }
+
+    #[test]
+    fn redis_urls_of_every_scheme_the_store_dials_are_accepted() {
+        for url in [
+            "redis://127.0.0.1:6379",
+            "redis://:secret@redis:6379/2",
+            "rediss://redis.example:6380",
+            "unix:///run/redis.sock",
+            "redis+unix:///run/redis.sock?db=1",
+        ] {
+            assert_eq!(from(&[("REDIS_URL", url)]).unwrap().redis_urls, [url]);
+        }
     }
 
     #[test]

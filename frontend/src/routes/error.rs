@@ -8,7 +8,8 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, HttpResponseBuilder, ResponseError};
 use serde::Serialize;
 
-use crate::ratelimit::Denied;
+use crate::payload::BatchError;
+use crate::routes::limit::Denied;
 use crate::store::StoreError;
 
 #[derive(Debug)]
@@ -105,6 +106,15 @@ pub fn store_detail(e: &StoreError) -> String {
     }
 }
 
+impl From<BatchError> for ApiError {
+    fn from(e: BatchError) -> Self {
+        match e {
+            BatchError::Invalid(detail) => ApiError::Invalid(detail),
+            BatchError::TooManyItems { count, max } => ApiError::TooManyItems { count, max },
+        }
+    }
+}
+
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         let detail = store_detail(&e);
@@ -171,10 +181,8 @@ mod tests {
 
     #[test]
     fn store_errors_never_put_redis_text_in_a_body_nor_answer_500() {
-        let io: redis::RedisError =
-            std::io::Error::from(std::io::ErrorKind::ConnectionRefused).into();
         for e in [
-            StoreError::from(io),
+            StoreError::Unavailable("Connection refused (os error 111)".to_string()),
             StoreError::Server("ERR something WRONGTYPE redis-rs".to_string()),
             StoreError::Protocol("unexpected Redis reply: Nil".to_string()),
             StoreError::ModuleMissing,
