@@ -10,3 +10,6 @@ pub mod startup;
 pub mod store;
 pub mod telemetry;
 pub mod upstream;
+
+#[cfg(test)]
+mod layers;
