@@ -153,13 +153,7 @@ impl Config {
         Ok(Config {
             redis_urls,
             redis_cluster,
-            redis_timeout: Duration::from_millis(int(
-                &var,
-                "REDIS_TIMEOUT_MS",
-                1,
-                600_000,
-                d.redis_timeout.as_millis() as u64,
-            )?),
+            redis_timeout: timeout_ms(&var, "REDIS_TIMEOUT_MS", d.redis_timeout)?,
             redis_wait_replicas: int(&var, "REDIS_WAIT_REPLICAS", 0, 1000, 0)? as u32,
             // WAIT with timeout 0 blocks forever: not allowed.
             redis_wait_timeout_ms: int(
@@ -184,13 +178,11 @@ impl Config {
             cb_reset_timeout,
             external_service_url,
             external_service_failure_rate,
-            external_service_timeout: Duration::from_millis(int(
+            external_service_timeout: timeout_ms(
                 &var,
                 "EXTERNAL_SERVICE_TIMEOUT_MS",
-                1,
-                600_000,
-                d.external_service_timeout.as_millis() as u64,
-            )?),
+                d.external_service_timeout,
+            )?,
             batch_max: int(&var, "BATCH_MAX", 1, 1_000_000, d.batch_max as u64)? as usize,
             max_types: int(&var, "MAX_TYPES", 1, MAX_MAX_TYPES, d.max_types as u64)? as usize,
             workers: match var("WORKERS") {
@@ -224,6 +216,16 @@ fn int(
             format!("{v:?} is not an integer between {min} and {max}"),
         )),
     }
+}
+
+/// A timeout variable in milliseconds, 1 ..= 600000 (ten minutes), or `default` when unset.
+fn timeout_ms(
+    var: &impl Fn(&str) -> Option<String>,
+    name: &'static str,
+    default: Duration,
+) -> Result<Duration, ConfigError> {
+    let ms = int(var, name, 1, 600_000, default.as_millis() as u64)?;
+    Ok(Duration::from_millis(ms))
 }
 
 fn parse_bool(name: &'static str, v: &str) -> Result<bool, ConfigError> {
