@@ -268,18 +268,37 @@ fn parse_redis_urls(v: &str, cluster: bool) -> Result<Vec<String>, ConfigError> 
     Ok(urls)
 }
 
-/// The shape of one Redis URL: `redis://` (`rediss://`, `valkey://`, `valkeys://`) with a host,
+/// The shape of one Redis URL: `redis://` (`valkey://`) with a host (no TLS: not built in),
 /// or `unix://` (`redis+unix://`, `valkey+unix://`) with a path. The store, built at start-up,
 /// checks the rest (a start-up error too).
 fn check_redis_url(url: &str) -> Result<(), String> {
     let parsed = reqwest::Url::parse(url).map_err(|e| e.to_string())?;
     match parsed.scheme() {
-        "redis" | "rediss" | "valkey" | "valkeys" => match parsed.host_str() {
-            Some(host) if !host.is_empty() => Ok(()),
-            _ => Err("the URL names no host".to_string()),
-        },
-        "unix" | "redis+unix" | "valkey+unix" if !parsed.path().is_empty() => Ok(()),
+        "redis" | "valkey" => {
+            match parsed.host_str().map(|h| h.trim_matches(['[', ']'])) {
+                None | Some("") => return Err("the URL names no host".to_string()),
+                Some("0.0.0.0" | "::") => return Err("the host is a wildcard address".to_string()),
+                Some(_) => {}
+            }
+            database(parsed.path().trim_matches('/'))
+        }
+        "rediss" | "valkeys" => Err("TLS is not built into tally-api".to_string()),
+        "unix" | "redis+unix" | "valkey+unix" if !parsed.path().is_empty() => {
+            match parsed.query_pairs().find(|(k, _)| k == "db") {
+                Some((_, db)) => database(&db),
+                None => Ok(()),
+            }
+        }
         scheme => Err(format!("{scheme}:// is not a Redis URL")),
+    }
+}
+
+/// A database number (empty: the default, 0).
+fn database(db: &str) -> Result<(), String> {
+    if db.is_empty() || db.parse::<i64>().is_ok() {
+        Ok(())
+    } else {
+        Err(format!("{db:?} is not a database number"))
     }
 }
 
@@ -341,6 +360,10 @@ mod tests {
             ("REDIS_URL", "not a url"),
             ("REDIS_URL", "http://a:1"),
             ("REDIS_URL", "redis://"),
+            ("REDIS_URL", "rediss://redis:6380"),
+            ("REDIS_URL", "redis://0.0.0.0:6379"),
+            ("REDIS_URL", "redis://redis:6379/zero"),
+            ("REDIS_URL", "unix:///run/redis.sock?db=x"),
             ("REDIS_URL", "redis://a:1,redis://b:2"),
             ("PORT", "70000"),
             ("PORT", "eighty"),
@@ -398,7 +421,7 @@ mod tests {
         for url in [
             "redis://127.0.0.1:6379",
             "redis://:secret@redis:6379/2",
-            "rediss://redis.example:6380",
+            "valkey://valkey.example:6380",
             "unix:///run/redis.sock",
             "redis+unix:///run/redis.sock?db=1",
         ] {
