@@ -432,3 +432,36 @@ fn metric_add(key: String, value: f64, ts_ms: u64) -> Cmd {
     cmd.arg(key).arg(value).arg("TS").arg(ts_ms);
     cmd
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_accepts_exactly_the_redis_urls_the_client_library_takes() {
+        for url in [
+            "redis://127.0.0.1:6379",
+            "redis://:secret@redis:6379/2",
+            "redis://[::1]:6379",
+            "valkey://valkey:6379",
+            "unix:///run/redis.sock",
+            "redis+unix:///run/redis.sock?db=1",
+            "not a url",
+            "http://a:1",
+            "redis://",
+            "rediss://redis:6380",
+            "redis://0.0.0.0:6379",
+            "redis://[::]:6379",
+            "redis://redis:6379/zero",
+            "redis://redis:99999",
+            "unix:///run/redis.sock?db=x",
+        ] {
+            let config = Config::from_lookup(|name| (name == "REDIS_URL").then(|| url.to_string()));
+            assert_eq!(
+                config.is_ok(),
+                redis::Client::open(url).is_ok(),
+                "{url}: {config:?}"
+            );
+        }
+    }
+}
