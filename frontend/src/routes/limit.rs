@@ -30,10 +30,6 @@ impl Limiter {
             .unwrap_or_else(|_| HeaderValue::from_static("\"default\""));
         Limiter { policy, header }
     }
-
-    pub fn policy(&self) -> &Policy {
-        &self.policy
-    }
 }
 
 fn write_common(builder: &mut HttpResponseBuilder, limiter: &Limiter, d: &Decision) {
