@@ -5,7 +5,8 @@
 //! ```text
 //! config                                               plain data
 //! store                                                the only code naming `redis`
-//! breaker, upstream, telemetry, ratelimit, payload     the domain: no actix
+//! breaker, upstream, telemetry, ratelimit, payload,
+//! known_types                                          the domain: no actix
 //! routes                                               actix extractors and responses
 //! startup (and main.rs)
 //! ```
@@ -22,6 +23,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("telemetry", 2),
     ("ratelimit", 2),
     ("payload", 2),
+    ("known_types", 2),
     ("routes", 3),
     ("startup", 4),
 ];

@@ -3,6 +3,7 @@
 
 pub mod breaker;
 pub mod config;
+pub mod known_types;
 pub mod payload;
 pub mod ratelimit;
 pub mod routes;

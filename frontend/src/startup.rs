@@ -12,11 +12,12 @@ use actix_web::{web, App, HttpServer};
 
 use crate::breaker::{Breaker, Clock, SystemClock, DEFAULT_TRIAL_CALLS};
 use crate::config::Config;
+use crate::known_types::KnownTypes;
 use crate::ratelimit::Policy;
 use crate::routes::deadline::{self, Connection, KEEP_ALIVE, REQUEST_DEADLINE};
 use crate::routes::limit::Limiter;
 use crate::routes::{self, AppState};
-use crate::store::{InvalidUrl, KnownTypes, Store};
+use crate::store::{InvalidUrl, Store, TypeIndex};
 use crate::telemetry::Telemetry;
 use crate::upstream::Upstream;
 
@@ -69,9 +70,11 @@ impl Application {
             .local_addr()
             .map_err(|e| StartupError::Bind("listener".to_string(), e))?;
         // Checks the Redis settings now; each worker then makes its own (lazy) connections.
-        // The cache of known metric types is one per process.
+        // The cache of known metric types, and what is known of the type index, are one per
+        // process.
         let known = KnownTypes::new(config.max_types);
-        Store::new(&config, known.clone()).map_err(StartupError::Redis)?;
+        let type_index = TypeIndex::new();
+        Store::new(&config, type_index.clone()).map_err(StartupError::Redis)?;
         let upstream = match &config.external_service_url {
             Some(url) => Upstream::http(url.clone(), config.external_service_timeout)
                 .map_err(StartupError::Upstream)?,
@@ -93,8 +96,9 @@ impl Application {
         let server = HttpServer::new(move || {
             // Runs once per worker, on its thread: the connection's tasks live there too.
             let state = web::Data::new(AppState {
-                store: Store::new(&config, known.clone())
+                store: Store::new(&config, type_index.clone())
                     .expect("checked before the workers start"),
+                known: known.clone(),
                 config: config.clone(),
                 limiter: limiter.clone(),
                 breaker: breaker.clone(),

@@ -1,7 +1,7 @@
 //! `POST /api/metrics`, `POST /api/metrics/batch` and `GET /api/metrics/summary`.
 //!
 //! Order of a POST: read and validate the whole body (415 / 413 / 422, nothing touched), then
-//! admit its metric types (`Store::admit`: no round trip for types this process knows; for a
+//! admit its metric types (`KnownTypes::admit`: no round trip for types this process knows; for a
 //! new one, 409 if its key holds a foreign value, 422 if it would exceed `MAX_TYPES`; no budget
 //! used), then one `RATELIMIT.CHECK` (429; a batch costs its number of items), then the writes
 //! (201, or 503 if Redis did not acknowledge).
@@ -28,11 +28,14 @@ pub async fn post_metric(
 ) -> Result<HttpResponse, ApiError> {
     let body = read_json(&req, body, METRIC_BODY_LIMIT).await?;
     let metric = payload::parse_metric(&body).map_err(ApiError::Invalid)?;
-    let admitted = state.store.admit(&[metric.kind.as_str()]).await?;
+    let admitted = state
+        .known
+        .admit(&state.store, &[metric.kind.as_str()])
+        .await?;
     let granted = limit::enforce(&state, &req, 1).await?;
     state
-        .store
-        .add_metric(&admitted, &metric.kind, metric.value, metric.ts_ms)
+        .known
+        .add_metric(&state.store, &admitted, &metric)
         .await?;
     let mut resp = HttpResponse::Created();
     granted.write_headers(&mut resp);
@@ -54,9 +57,12 @@ pub async fn post_batch(
     let body = read_json(&req, body, limit).await?;
     let metrics = payload::parse_batch(&body, state.config.batch_max)?;
     let kinds: Vec<&str> = metrics.iter().map(|m| m.kind.as_str()).collect();
-    let admitted = state.store.admit(&kinds).await?;
+    let admitted = state.known.admit(&state.store, &kinds).await?;
     let granted = limit::enforce(&state, &req, metrics.len() as u64).await?;
-    state.store.add_metrics(&admitted, &metrics).await?;
+    state
+        .known
+        .add_metrics(&state.store, &admitted, &metrics)
+        .await?;
     let mut resp = HttpResponse::Created();
     granted.write_headers(&mut resp);
     Ok(resp.json(BatchStored {

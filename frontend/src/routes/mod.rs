@@ -13,6 +13,7 @@ use actix_web::{web, HttpResponse};
 
 use crate::breaker::Breaker;
 use crate::config::Config;
+use crate::known_types::KnownTypes;
 use crate::store::Store;
 use crate::telemetry::Telemetry;
 use crate::upstream::Upstream;
@@ -39,6 +40,8 @@ pub mod types;
 pub struct AppState {
     pub config: Config,
     pub store: Store,
+    /// The metric types seen stored, one cache per process.
+    pub known: Arc<KnownTypes>,
     pub breaker: Arc<Breaker>,
     pub upstream: Arc<Upstream>,
     pub telemetry: Arc<Telemetry>,

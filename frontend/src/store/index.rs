@@ -1,9 +1,9 @@
-//! The type index (`tally:types`, at most `MAX_TYPES` members) and the process's cache of the
-//! metric types it has seen stored (see the store's module doc).
+//! The type index (`tally:types`, at most `MAX_TYPES` members; see the store's module doc). The
+//! cache of the types this process has seen stored is the domain's (`crate::known_types`).
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use redis::cluster_routing::{MultipleNodeRoutingInfo, RoutingInfo, SingleNodeRoutingInfo};
 use redis::{Cmd, Value};
@@ -13,79 +13,31 @@ use super::keys;
 use super::reply::{int, name, scan_page};
 use super::Store;
 
-/// Metric types this process has seen stored, shared by its workers; at most `max` names.
-pub struct KnownTypes {
-    names: RwLock<HashSet<String>>,
-    /// Whether the index is known to be complete (its marker key was seen or written).
-    indexed: AtomicBool,
-    max: usize,
-}
-
-impl KnownTypes {
-    pub fn new(max: usize) -> Arc<KnownTypes> {
-        Arc::new(KnownTypes {
-            names: RwLock::new(HashSet::new()),
-            indexed: AtomicBool::new(false),
-            max,
-        })
-    }
-
-    fn contains(&self, kind: &str) -> bool {
-        self.names
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains(kind)
-    }
-
-    fn insert_all<'a>(&self, kinds: impl IntoIterator<Item = &'a str>) {
-        let mut names = self.names.write().unwrap_or_else(|p| p.into_inner());
-        for kind in kinds {
-            if names.len() >= self.max {
-                return;
-            }
-            if !names.contains(kind) {
-                names.insert(kind.to_string());
-            }
-        }
-    }
-
-    fn forget_all<'a>(&self, kinds: impl IntoIterator<Item = &'a str>) {
-        let mut names = self.names.write().unwrap_or_else(|p| p.into_inner());
-        for kind in kinds {
-            names.remove(kind);
-        }
-    }
-}
-
-/// The types of a POST that are not known yet: `Store::admit` checked them (their keys hold no
-/// foreign value, the index has room); the write adds them to the index first.
+/// What this process knows of the type index, shared by its workers.
 #[derive(Debug, Default)]
-pub struct Admitted {
-    new: Vec<String>,
+pub struct TypeIndex {
+    /// Whether the index is known to be complete (its marker key was seen or written).
+    built: AtomicBool,
 }
+
+impl TypeIndex {
+    pub fn new() -> Arc<TypeIndex> {
+        Arc::new(TypeIndex::default())
+    }
+}
+
 impl Store {
-    /// Checks, before any rate-limit budget is spent, that the metric types `kinds` can be
-    /// stored: for those this process does not know yet (none if all are known: no round
-    /// trip), their keys must not hold a foreign value (`WrongType`) and the index must have
-    /// room for the new ones (`TooManyTypes`).
-    pub async fn admit(&self, kinds: &[&str]) -> Result<Admitted> {
-        let mut unknown: Vec<String> = kinds
-            .iter()
-            .filter(|k| !self.known.contains(k))
-            .map(|k| k.to_string())
-            .collect();
-        if unknown.is_empty() {
-            return Ok(Admitted::default());
-        }
-        unknown.sort_unstable();
-        unknown.dedup();
+    /// Checks, before any rate-limit budget is spent, that the metric types `new` (distinct,
+    /// none of them known to be stored) can be stored: their keys must not hold a foreign value
+    /// (`WrongType`) and the index must have room for them (`TooManyTypes`).
+    pub async fn check_new_types(&self, new: &[String]) -> Result<()> {
         self.ensure_indexed().await?;
-        let types = futures_util::future::join_all(unknown.iter().map(|kind| {
+        let types = futures_util::future::join_all(new.iter().map(|kind| {
             let mut cmd = redis::cmd("TYPE");
             cmd.arg(keys::metric(kind));
             async move { (kind, self.call(&cmd).await) }
         }));
-        let (types, room) = futures_util::future::join(types, self.index(&unknown, false)).await;
+        let (types, room) = futures_util::future::join(types, self.index(new, false)).await;
         for (kind, reply) in types {
             match name(&reply?) {
                 Some(b"none") => {}
@@ -93,8 +45,7 @@ impl Store {
                 _ => return Err(StoreError::WrongType(Some(kind.clone()))),
             }
         }
-        room?;
-        Ok(Admitted { new: unknown })
+        room
     }
 
     /// The index script over `kinds` (add them when `add`, else only check): `TooManyTypes`
@@ -113,7 +64,7 @@ if ARGV[2] == '1' then
   for i = 3, #ARGV do redis.call('SADD', KEYS[1], ARGV[i]) end
 end
 return new";
-        let max = self.known.max;
+        let max = self.max_types;
         let mut cmd = redis::cmd("EVAL");
         cmd.arg(SCRIPT)
             .arg(1)
@@ -132,40 +83,19 @@ return new";
         Ok(())
     }
 
-    /// Adds the admitted new types to the index (`TooManyTypes` if another instance took the
-    /// last room since `admit`).
-    pub(super) async fn register(&self, admitted: &Admitted) -> Result<()> {
-        if admitted.new.is_empty() {
+    /// Adds the new types `new` (checked by `check_new_types`) to the index (`TooManyTypes` if
+    /// another instance took the last room since).
+    pub async fn register_types(&self, new: &[String]) -> Result<()> {
+        if new.is_empty() {
             return Ok(());
         }
-        self.index(&admitted.new, true).await
-    }
-
-    /// After a write: its types are known from now on; after a `WRONGTYPE`, none of them is.
-    pub(super) fn remember<'a, T>(
-        &self,
-        kinds: impl Iterator<Item = &'a str>,
-        r: Result<T>,
-    ) -> Result<T> {
-        match r {
-            Ok(v) => {
-                self.known.insert_all(kinds);
-                Ok(v)
-            }
-            Err(StoreError::WrongType(kind)) => {
-                let kinds: Vec<&str> = kinds.collect();
-                self.known.forget_all(kinds.iter().copied());
-                let kind = kind.or_else(|| (kinds.len() == 1).then(|| kinds[0].to_string()));
-                Err(StoreError::WrongType(kind))
-            }
-            Err(e) => Err(e),
-        }
+        self.index(new, true).await
     }
 
     /// Builds the index from the keyspace once if its marker key is missing (a deployment
     /// older than the index); then never again in this process.
     async fn ensure_indexed(&self) -> Result<()> {
-        if self.known.indexed.load(Ordering::Acquire) {
+        if self.type_index.built.load(Ordering::Acquire) {
             return Ok(());
         }
         let mut exists = redis::cmd("EXISTS");
@@ -182,7 +112,7 @@ return new";
             self.call_once(&set).await?;
             log::info!("type index built from the keyspace: {} types", types.len());
         }
-        self.known.indexed.store(true, Ordering::Release);
+        self.type_index.built.store(true, Ordering::Release);
         Ok(())
     }
 
@@ -281,19 +211,4 @@ fn scan_cmd(cursor: u64) -> Cmd {
         .arg("COUNT")
         .arg(1000);
     cmd
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_cache_of_known_types_holds_at_most_max_types_names() {
-        let known = KnownTypes::new(2);
-        known.insert_all(["a", "b", "c", "a"]);
-        assert!(known.contains("a") && known.contains("b") && !known.contains("c"));
-        known.forget_all(["a"]);
-        known.insert_all(["c"]);
-        assert!(!known.contains("a") && known.contains("c"));
-    }
 }

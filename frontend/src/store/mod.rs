@@ -38,15 +38,16 @@
 //! whether the index has room for the new ones: else a 422); after it, they are added to the
 //! index by a Lua script that adds all of them only if the set then holds at most `MAX_TYPES`
 //! members (atomic in Redis, so the cap is exact across any number of API instances), and then
-//! the write goes out. A type the process has seen stored is cached in memory (at most
-//! `MAX_TYPES` names), so writes of known types cost no extra round trip. An index missing its
+//! the write goes out. A type the process has seen stored is cached in memory by the domain
+//! (`crate::known_types`, at most `MAX_TYPES` names), so writes of known types cost no extra
+//! round trip. An index missing its
 //! marker key (`keys::TYPE_INDEX_BUILT`: a deployment that predates the index) is built once
 //! from `SCAN cursor MATCH metric:* TYPE tally-met COUNT 1000` (in cluster mode on every
 //! primary), never per request.
 
 //!
 //! Files: `mod.rs` the `Store` and its commands; `single.rs` the connections to a single node;
-//! `index.rs` the type index and the cache of known types; `reply.rs` the data types and the
+//! `index.rs` the type index; `reply.rs` the data types and the
 //! parsing of replies; `error.rs` the typed errors; `keys.rs` the key scheme.
 
 use std::collections::BTreeMap;
@@ -69,7 +70,7 @@ mod reply;
 mod single;
 
 pub use error::{Argument, InvalidUrl, StoreError};
-pub use index::{Admitted, KnownTypes};
+pub use index::TypeIndex;
 pub use reply::{parse_decision, parse_points, parse_summary, Decision, Metric, Point, Summary};
 pub use single::{WAIT_CONNECTIONS, WAIT_IDLE};
 
@@ -97,12 +98,18 @@ pub struct Store {
     deadline: Duration,
     /// The same for a write followed by WAIT.
     wait_deadline: Duration,
-    known: Arc<KnownTypes>,
+    /// Shared by the process's stores.
+    type_index: Arc<TypeIndex>,
+    /// `MAX_TYPES`: the cap of the type index.
+    max_types: usize,
 }
 impl Store {
     /// Creates the (lazy) connections; nothing is sent yet. Must run inside a Tokio runtime.
-    /// `known` is the process-wide cache of stored types (`KnownTypes::new(MAX_TYPES)`).
-    pub fn new(config: &Config, known: Arc<KnownTypes>) -> std::result::Result<Store, InvalidUrl> {
+    /// `type_index` is shared by the process's stores (`TypeIndex::new()`).
+    pub fn new(
+        config: &Config,
+        type_index: Arc<TypeIndex>,
+    ) -> std::result::Result<Store, InvalidUrl> {
         let wait = (config.redis_wait_replicas > 0)
             .then_some((config.redis_wait_replicas, config.redis_wait_timeout_ms));
         let wait_ms = Duration::from_millis(wait.map_or(0, |(_, ms)| ms));
@@ -152,7 +159,8 @@ impl Store {
             wait,
             deadline,
             wait_deadline: deadline + wait_ms,
-            known,
+            type_index,
+            max_types: config.max_types,
         })
     }
 
@@ -287,16 +295,10 @@ impl Store {
     /// Stores every metric of a batch: one pipeline of `METRIC.ADD`s (one per hash slot in
     /// cluster mode, sent concurrently; see the module doc). `Ok` only if every write (and
     /// every WAIT) succeeded.
-    pub async fn add_metrics(&self, admitted: &Admitted, metrics: &[Metric]) -> Result<()> {
+    pub async fn add_metrics(&self, metrics: &[Metric]) -> Result<()> {
         if metrics.is_empty() {
             return Ok(());
         }
-        self.register(admitted).await?;
-        let r = self.add_metrics_unindexed(metrics).await;
-        self.remember(metrics.iter().map(|m| m.kind.as_str()), r)
-    }
-
-    async fn add_metrics_unindexed(&self, metrics: &[Metric]) -> Result<()> {
         if !self.cluster {
             self.write_pipeline(
                 metrics
@@ -323,20 +325,11 @@ impl Store {
     }
 
     /// `METRIC.ADD metric:<kind> <value> TS <ts_ms>`; returns the series' sample count.
-    /// The type goes into the index first if `admit` found it new.
-    pub async fn add_metric(
-        &self,
-        admitted: &Admitted,
-        kind: &str,
-        value: f64,
-        ts_ms: u64,
-    ) -> Result<i64> {
-        self.register(admitted).await?;
-        let r = self
-            .write(metric_add(keys::metric(kind), value, ts_ms))
-            .await;
-        let r = r.and_then(|v| int(&v));
-        self.remember(std::iter::once(kind), r)
+    pub async fn add_metric(&self, kind: &str, value: f64, ts_ms: u64) -> Result<i64> {
+        self.write(metric_add(keys::metric(kind), value, ts_ms))
+            .await
+            .and_then(|v| int(&v))
+            .map_err(|e| with_kind(e, kind))
     }
 
     /// `METRIC.SUMMARY metric:<kind> [WINDOW window_ms]`. A window beyond the retention is
