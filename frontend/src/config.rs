@@ -5,7 +5,9 @@
 use std::fmt;
 use std::time::Duration;
 
-use crate::ratelimit::TrustedProxies;
+mod proxies;
+
+pub use proxies::{canonical, TrustedProxies};
 
 /// Everything the API reads from its environment.
 #[derive(Clone, Debug)]
@@ -151,13 +153,7 @@ impl Config {
         Ok(Config {
             redis_urls,
             redis_cluster,
-            redis_timeout: Duration::from_millis(int(
-                &var,
-                "REDIS_TIMEOUT_MS",
-                1,
-                600_000,
-                d.redis_timeout.as_millis() as u64,
-            )?),
+            redis_timeout: timeout_ms(&var, "REDIS_TIMEOUT_MS", d.redis_timeout)?,
             redis_wait_replicas: int(&var, "REDIS_WAIT_REPLICAS", 0, 1000, 0)? as u32,
             // WAIT with timeout 0 blocks forever: not allowed.
             redis_wait_timeout_ms: int(
@@ -182,13 +178,11 @@ impl Config {
             cb_reset_timeout,
             external_service_url,
             external_service_failure_rate,
-            external_service_timeout: Duration::from_millis(int(
+            external_service_timeout: timeout_ms(
                 &var,
                 "EXTERNAL_SERVICE_TIMEOUT_MS",
-                1,
-                600_000,
-                d.external_service_timeout.as_millis() as u64,
-            )?),
+                d.external_service_timeout,
+            )?,
             batch_max: int(&var, "BATCH_MAX", 1, 1_000_000, d.batch_max as u64)? as usize,
             max_types: int(&var, "MAX_TYPES", 1, MAX_MAX_TYPES, d.max_types as u64)? as usize,
             workers: match var("WORKERS") {
@@ -222,6 +216,16 @@ fn int(
             format!("{v:?} is not an integer between {min} and {max}"),
         )),
     }
+}
+
+/// A timeout variable in milliseconds, 1 ..= 600000 (ten minutes), or `default` when unset.
+fn timeout_ms(
+    var: &impl Fn(&str) -> Option<String>,
+    name: &'static str,
+    default: Duration,
+) -> Result<Duration, ConfigError> {
+    let ms = int(var, name, 1, 600_000, default.as_millis() as u64)?;
+    Ok(Duration::from_millis(ms))
 }
 
 fn parse_bool(name: &'static str, v: &str) -> Result<bool, ConfigError> {
@@ -259,9 +263,43 @@ fn parse_redis_urls(v: &str, cluster: bool) -> Result<Vec<String>, ConfigError> 
         ));
     }
     for url in &urls {
-        redis::Client::open(url.as_str()).map_err(|e| bad("REDIS_URL", format!("{url:?}: {e}")))?;
+        check_redis_url(url).map_err(|e| bad("REDIS_URL", format!("{url:?}: {e}")))?;
     }
     Ok(urls)
+}
+
+/// The shape of one Redis URL: `redis://` (`valkey://`) with a host (no TLS: not built in),
+/// or `unix://` (`redis+unix://`, `valkey+unix://`) with a path. The store, built at start-up,
+/// checks the rest (a start-up error too).
+fn check_redis_url(url: &str) -> Result<(), String> {
+    let parsed = reqwest::Url::parse(url).map_err(|e| e.to_string())?;
+    match parsed.scheme() {
+        "redis" | "valkey" => {
+            match parsed.host_str().map(|h| h.trim_matches(['[', ']'])) {
+                None | Some("") => return Err("the URL names no host".to_string()),
+                Some("0.0.0.0" | "::") => return Err("the host is a wildcard address".to_string()),
+                Some(_) => {}
+            }
+            database(parsed.path().trim_matches('/'))
+        }
+        "rediss" | "valkeys" => Err("TLS is not built into tally-api".to_string()),
+        "unix" | "redis+unix" | "valkey+unix" if !parsed.path().is_empty() => {
+            match parsed.query_pairs().find(|(k, _)| k == "db") {
+                Some((_, db)) => database(&db),
+                None => Ok(()),
+            }
+        }
+        scheme => Err(format!("{scheme}:// is not a Redis URL")),
+    }
+}
+
+/// A database number (empty: the default, 0).
+fn database(db: &str) -> Result<(), String> {
+    if db.is_empty() || db.parse::<i64>().is_ok() {
+        Ok(())
+    } else {
+        Err(format!("{db:?} is not a database number"))
+    }
 }
 
 fn parse_upstream_url(v: &str) -> Result<String, ConfigError> {
@@ -320,6 +358,12 @@ mod tests {
     fn every_bad_value_is_reported_with_its_variable_name() {
         for (name, value) in [
             ("REDIS_URL", "not a url"),
+            ("REDIS_URL", "http://a:1"),
+            ("REDIS_URL", "redis://"),
+            ("REDIS_URL", "rediss://redis:6380"),
+            ("REDIS_URL", "redis://0.0.0.0:6379"),
+            ("REDIS_URL", "redis://redis:6379/zero"),
+            ("REDIS_URL", "unix:///run/redis.sock?db=x"),
             ("REDIS_URL", "redis://a:1,redis://b:2"),
             ("PORT", "70000"),
             ("PORT", "eighty"),
@@ -370,6 +414,19 @@ mod tests {
         .unwrap();
         assert!(c.redis_cluster);
         assert_eq!(c.redis_urls, ["redis://a:7000", "redis://b:7001"]);
+    }
+
+    #[test]
+    fn redis_urls_of_every_scheme_the_store_dials_are_accepted() {
+        for url in [
+            "redis://127.0.0.1:6379",
+            "redis://:secret@redis:6379/2",
+            "valkey://valkey.example:6380",
+            "unix:///run/redis.sock",
+            "redis+unix:///run/redis.sock?db=1",
+        ] {
+            assert_eq!(from(&[("REDIS_URL", url)]).unwrap().redis_urls, [url]);
+        }
     }
 
     #[test]

@@ -3,8 +3,7 @@
 
 pub mod breaker;
 pub mod config;
-pub mod error;
-pub mod keys;
+pub mod known_types;
 pub mod payload;
 pub mod ratelimit;
 pub mod routes;
@@ -12,3 +11,6 @@ pub mod startup;
 pub mod store;
 pub mod telemetry;
 pub mod upstream;
+
+#[cfg(test)]
+mod layers;

@@ -12,31 +12,19 @@ use actix_web::{web, App, HttpServer};
 
 use crate::breaker::{Breaker, Clock, SystemClock, DEFAULT_TRIAL_CALLS};
 use crate::config::Config;
-use crate::payload::{self, Connection, KEEP_ALIVE, REQUEST_DEADLINE};
+use crate::known_types::KnownTypes;
 use crate::ratelimit::Policy;
-use crate::routes;
-use crate::store::{KnownTypes, Store};
+use crate::routes::deadline::{self, Connection, KEEP_ALIVE, REQUEST_DEADLINE};
+use crate::routes::limit::Limiter;
+use crate::routes::{self, AppState};
+use crate::store::{InvalidUrl, Store, TypeIndex};
 use crate::telemetry::Telemetry;
 use crate::upstream::Upstream;
-
-/// What a worker's handlers share. Each actix worker (one thread each) has its own Redis
-/// connections (`Store`: one multiplexed by that worker's requests, plus its own for writes
-/// that WAIT), so a request never waits for another thread to write or read its command; the
-/// breaker, the upstream client, the telemetry and the cache of known metric types are one per
-/// process.
-pub struct AppState {
-    pub config: Config,
-    pub store: Store,
-    pub breaker: Arc<Breaker>,
-    pub upstream: Arc<Upstream>,
-    pub telemetry: Arc<Telemetry>,
-    pub policy: Policy,
-}
 
 #[derive(Debug)]
 pub enum StartupError {
     Bind(String, std::io::Error),
-    Redis(redis::RedisError),
+    Redis(InvalidUrl),
     Upstream(reqwest::Error),
 }
 
@@ -82,9 +70,11 @@ impl Application {
             .local_addr()
             .map_err(|e| StartupError::Bind("listener".to_string(), e))?;
         // Checks the Redis settings now; each worker then makes its own (lazy) connections.
-        // The cache of known metric types is one per process.
+        // The cache of known metric types, and what is known of the type index, are one per
+        // process.
         let known = KnownTypes::new(config.max_types);
-        Store::new(&config, known.clone()).map_err(StartupError::Redis)?;
+        let type_index = TypeIndex::new();
+        Store::new(&config, type_index.clone()).map_err(StartupError::Redis)?;
         let upstream = match &config.external_service_url {
             Some(url) => Upstream::http(url.clone(), config.external_service_timeout)
                 .map_err(StartupError::Upstream)?,
@@ -97,8 +87,8 @@ impl Application {
             DEFAULT_TRIAL_CALLS,
             clock,
         ));
-        let telemetry = Arc::new(Telemetry::default());
-        let policy = Policy::new(config.rate_limit, config.rate_window_s);
+        let telemetry = Arc::new(Telemetry::new(&routes::LABELS));
+        let limiter = Limiter::new(Policy::new(config.rate_limit, config.rate_window_s));
         // Access lines are info records of actix's logger: when `RUST_LOG` hides them, the
         // middleware is left out rather than formatting each request for nothing.
         let access_log = log::log_enabled!(target: ACCESS_LOG_TARGET, log::Level::Info);
@@ -106,10 +96,11 @@ impl Application {
         let server = HttpServer::new(move || {
             // Runs once per worker, on its thread: the connection's tasks live there too.
             let state = web::Data::new(AppState {
-                store: Store::new(&config, known.clone())
+                store: Store::new(&config, type_index.clone())
                     .expect("checked before the workers start"),
+                known: known.clone(),
                 config: config.clone(),
-                policy: policy.clone(),
+                limiter: limiter.clone(),
                 breaker: breaker.clone(),
                 upstream: upstream.clone(),
                 telemetry: telemetry.clone(),
@@ -118,9 +109,9 @@ impl Application {
             App::new()
                 .app_data(state)
                 // Innermost: the telemetry and the access log see its 408.
-                .wrap_fn(payload::body_deadline)
+                .wrap_fn(deadline::body_deadline)
                 .wrap_fn(move |req, srv| {
-                    let route = Telemetry::route_index(req.path());
+                    let route = routes::label_index(req.path());
                     let start = Instant::now();
                     let telemetry = telemetry.clone();
                     let response = srv.call(req);
@@ -136,7 +127,6 @@ impl Application {
                     Logger::new("%a \"%r\" %s %b %Dms"),
                 ))
                 .configure(routes::configure)
-                .default_service(web::to(routes::not_found))
         });
         // `WORKERS`, else actix's default (one per CPU).
         let server = match workers {

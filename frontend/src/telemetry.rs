@@ -15,22 +15,6 @@ pub fn init_logging() {
         .try_init();
 }
 
-/// Route labels: the API's paths; anything else is `other` (so scans cannot blow up the
-/// label set).
-pub const ROUTES: &[&str] = &[
-    "/health",
-    "/api/metrics",
-    "/api/metrics/summary",
-    "/api/metrics/batch",
-    "/api/metrics/series",
-    "/api/metrics/types",
-    "/external",
-    "/metrics",
-    "/openapi.json",
-    "/docs",
-    "other",
-];
-
 /// Upper bounds (seconds) of the latency histogram's buckets.
 const BUCKETS: [f64; 12] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
@@ -67,30 +51,24 @@ pub enum ExternalOutcome {
 }
 
 pub struct Telemetry {
+    /// One label per slot of `routes` (the route table's paths, then `other`).
+    labels: &'static [&'static str],
     routes: Box<[RouteStats]>,
     rate_allowed: AtomicU64,
     rate_denied: AtomicU64,
     external: [AtomicU64; 3],
 }
 
-impl Default for Telemetry {
-    fn default() -> Self {
+impl Telemetry {
+    /// Counters for the routes `labels` (a request is observed by its label's index).
+    pub fn new(labels: &'static [&'static str]) -> Telemetry {
         Telemetry {
-            routes: ROUTES.iter().map(|_| RouteStats::default()).collect(),
+            labels,
+            routes: labels.iter().map(|_| RouteStats::default()).collect(),
             rate_allowed: AtomicU64::new(0),
             rate_denied: AtomicU64::new(0),
             external: Default::default(),
         }
-    }
-}
-
-impl Telemetry {
-    /// The label index of `path`.
-    pub fn route_index(path: &str) -> usize {
-        ROUTES
-            .iter()
-            .position(|r| *r == path)
-            .unwrap_or(ROUTES.len() - 1)
     }
 
     pub fn observe(&self, route: usize, status: u16, elapsed: Duration) {
@@ -127,11 +105,21 @@ impl Telemetry {
     /// The Prometheus text exposition (format 0.0.4).
     pub fn render(&self, breaker: &Breaker) -> String {
         let mut out = String::with_capacity(4096);
+        self.render_requests(&mut out);
+        self.render_durations(&mut out);
+        self.render_rate_decisions(&mut out);
+        render_breaker(&mut out, breaker);
+        self.render_external(&mut out);
+        out
+    }
+
+    /// `tally_http_requests_total`: by route and status, the statuses seen.
+    fn render_requests(&self, out: &mut String) {
         out.push_str(
             "# HELP tally_http_requests_total HTTP requests by route and status.\n\
              # TYPE tally_http_requests_total counter\n",
         );
-        for (name, r) in ROUTES.iter().zip(self.routes.iter()) {
+        for (name, r) in self.labels.iter().zip(self.routes.iter()) {
             for (status, c) in r.by_status.iter().enumerate() {
                 let n = c.load(Ordering::Relaxed);
                 if n > 0 {
@@ -142,13 +130,16 @@ impl Telemetry {
                 }
             }
         }
+    }
+
+    /// `tally_http_request_duration_seconds`: a histogram per route that saw a request.
+    fn render_durations(&self, out: &mut String) {
         out.push_str(
             "# HELP tally_http_request_duration_seconds Time from request to response.\n\
              # TYPE tally_http_request_duration_seconds histogram\n",
         );
-        for (name, r) in ROUTES.iter().zip(self.routes.iter()) {
-            let count = r.count.load(Ordering::Relaxed);
-            if count == 0 {
+        for (name, r) in self.labels.iter().zip(self.routes.iter()) {
+            if r.count.load(Ordering::Relaxed) == 0 {
                 continue;
             }
             let mut cumulative = 0;
@@ -168,6 +159,10 @@ impl Telemetry {
                 r.sum_us.load(Ordering::Relaxed) as f64 / 1e6
             );
         }
+    }
+
+    /// `tally_ratelimit_decisions_total`.
+    fn render_rate_decisions(&self, out: &mut String) {
         let _ = write!(
             out,
             "# HELP tally_ratelimit_decisions_total RATELIMIT.CHECK outcomes.\n\
@@ -177,36 +172,10 @@ impl Telemetry {
             self.rate_allowed.load(Ordering::Relaxed),
             self.rate_denied.load(Ordering::Relaxed),
         );
-        let state = breaker.state();
-        out.push_str(
-            "# HELP tally_circuit_breaker_state 1 for the breaker's current state, else 0.\n\
-             # TYPE tally_circuit_breaker_state gauge\n",
-        );
-        for s in State::ALL {
-            let _ = writeln!(
-                out,
-                "tally_circuit_breaker_state{{state=\"{}\"}} {}",
-                s.as_str(),
-                u8::from(s == state)
-            );
-        }
-        out.push_str(
-            "# HELP tally_circuit_breaker_transitions_total Breaker state changes.\n\
-             # TYPE tally_circuit_breaker_transitions_total counter\n",
-        );
-        for from in State::ALL {
-            for to in State::ALL {
-                if from != to {
-                    let _ = writeln!(
-                        out,
-                        "tally_circuit_breaker_transitions_total{{from=\"{}\",to=\"{}\"}} {}",
-                        from.as_str(),
-                        to.as_str(),
-                        breaker.transitions(from, to)
-                    );
-                }
-            }
-        }
+    }
+
+    /// `tally_external_calls_total`.
+    fn render_external(&self, out: &mut String) {
         out.push_str(
             "# HELP tally_external_calls_total /external calls by outcome (rejected = breaker open).\n\
              # TYPE tally_external_calls_total counter\n",
@@ -222,7 +191,40 @@ impl Telemetry {
                 self.external[outcome as usize].load(Ordering::Relaxed)
             );
         }
-        out
+    }
+}
+
+/// `tally_circuit_breaker_state` and `tally_circuit_breaker_transitions_total`.
+fn render_breaker(out: &mut String, breaker: &Breaker) {
+    let state = breaker.state();
+    out.push_str(
+        "# HELP tally_circuit_breaker_state 1 for the breaker's current state, else 0.\n\
+         # TYPE tally_circuit_breaker_state gauge\n",
+    );
+    for s in State::ALL {
+        let _ = writeln!(
+            out,
+            "tally_circuit_breaker_state{{state=\"{}\"}} {}",
+            s.as_str(),
+            u8::from(s == state)
+        );
+    }
+    out.push_str(
+        "# HELP tally_circuit_breaker_transitions_total Breaker state changes.\n\
+         # TYPE tally_circuit_breaker_transitions_total counter\n",
+    );
+    for from in State::ALL {
+        for to in State::ALL {
+            if from != to {
+                let _ = writeln!(
+                    out,
+                    "tally_circuit_breaker_transitions_total{{from=\"{}\",to=\"{}\"}} {}",
+                    from.as_str(),
+                    to.as_str(),
+                    breaker.transitions(from, to)
+                );
+            }
+        }
     }
 }
 
@@ -233,11 +235,11 @@ mod tests {
 
     #[test]
     fn the_exposition_has_counters_histograms_and_the_breaker_state() {
-        let t = Telemetry::default();
-        let api = Telemetry::route_index("/api/metrics");
+        let t = Telemetry::new(&["/health", "/api/metrics", "other"]);
+        let api = 1;
         t.observe(api, 201, Duration::from_micros(700));
         t.observe(api, 429, Duration::from_secs(10));
-        t.observe(Telemetry::route_index("/wp-admin"), 404, Duration::ZERO);
+        t.observe(2, 404, Duration::ZERO);
         t.count_rate_decision(true);
         let b = Breaker::new(
             3,

@@ -27,20 +27,12 @@ mod tests {
         serde_json::from_str(OPENAPI).expect("valid JSON")
     }
 
-    /// `(path, method)` of every route `routes::configure` mounts, read from its source: each
-    /// `web::resource("<path>")` followed by its `.route(web::<method>()...)` calls.
+    /// `(path, method)` of every route `routes::configure` mounts: the route table.
     fn route_table() -> Vec<(String, String)> {
-        let src = include_str!("mod.rs");
-        let mut out = Vec::new();
-        for chunk in src.split("web::resource(\"").skip(1) {
-            let path = &chunk[..chunk.find('"').expect("closing quote")];
-            let body = chunk.split("web::resource(").next().unwrap_or(chunk);
-            for route in body.split(".route(web::").skip(1) {
-                let method = &route[..route.find('(').expect("method call")];
-                out.push((path.to_string(), method.to_string()));
-            }
-        }
-        out
+        crate::routes::ROUTES
+            .iter()
+            .map(|r| (r.path.to_string(), r.method.as_str().to_ascii_lowercase()))
+            .collect()
     }
 
     #[test]

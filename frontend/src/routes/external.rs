@@ -11,7 +11,7 @@ use actix_web::{web, HttpResponse};
 use serde_json::json;
 
 use crate::breaker::State;
-use crate::startup::AppState;
+use crate::routes::AppState;
 use crate::telemetry::ExternalOutcome;
 use crate::upstream::Reply;
 

@@ -5,8 +5,8 @@
 use actix_web::{web, HttpResponse};
 use serde::Serialize;
 
-use crate::error::store_detail;
-use crate::startup::AppState;
+use crate::routes::error::store_detail;
+use crate::routes::AppState;
 
 #[derive(Serialize)]
 struct Health<'a> {

@@ -1,7 +1,7 @@
 //! `POST /api/metrics`, `POST /api/metrics/batch` and `GET /api/metrics/summary`.
 //!
 //! Order of a POST: read and validate the whole body (415 / 413 / 422, nothing touched), then
-//! admit its metric types (`Store::admit`: no round trip for types this process knows; for a
+//! admit its metric types (`KnownTypes::admit`: no round trip for types this process knows; for a
 //! new one, 409 if its key holds a foreign value, 422 if it would exceed `MAX_TYPES`; no budget
 //! used), then one `RATELIMIT.CHECK` (429; a batch costs its number of items), then the writes
 //! (201, or 503 if Redis did not acknowledge).
@@ -10,26 +10,15 @@ use actix_web::http::header::ContentType;
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{DateTime, SecondsFormat};
 use serde::{Deserialize, Serialize};
-use serde_json::value::RawValue;
 
-use crate::error::ApiError;
-use crate::payload::{self, Metric, MAX_TYPE_LEN, METRIC_BODY_LIMIT};
-use crate::ratelimit;
-use crate::startup::AppState;
-use crate::store::StoreError;
+use crate::payload::{self, MAX_TYPE_LEN, METRIC_BODY_LIMIT};
+use crate::routes::body::read_json;
+use crate::routes::error::ApiError;
+use crate::routes::limit;
+use crate::routes::AppState;
+use crate::store::{Argument, StoreError};
 
 const STORED: &str = r#"{"message":"Metric stored successfully"}"#;
-
-/// Bytes allowed per batch item (a metric object is well under 512 bytes unless its type is
-/// long); the batch body limit is `BATCH_MAX` times this, at least `METRIC_BODY_LIMIT`.
-pub const BATCH_BYTES_PER_ITEM: usize = 512;
-
-/// The body limit of `POST /api/metrics/batch` for `batch_max` items.
-pub fn batch_body_limit(batch_max: usize) -> usize {
-    batch_max
-        .saturating_mul(BATCH_BYTES_PER_ITEM)
-        .max(METRIC_BODY_LIMIT)
-}
 
 /// `POST /api/metrics` with `{"timestamp": "...", "value": 75, "type": "cpu"}`.
 pub async fn post_metric(
@@ -37,48 +26,20 @@ pub async fn post_metric(
     body: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let body = payload::read_json(&req, body, METRIC_BODY_LIMIT).await?;
+    let body = read_json(&req, body, METRIC_BODY_LIMIT).await?;
     let metric = payload::parse_metric(&body).map_err(ApiError::Invalid)?;
-    let admitted = state.store.admit(&[metric.kind.as_str()]).await?;
-    let granted = ratelimit::enforce(&state, &req, 1).await?;
+    let admitted = state
+        .known
+        .admit(&state.store, &[metric.kind.as_str()])
+        .await?;
+    let granted = limit::enforce(&state, &req, 1).await?;
     state
-        .store
-        .add_metric(&admitted, &metric.kind, metric.value, metric.ts_ms)
+        .known
+        .add_metric(&state.store, &admitted, &metric)
         .await?;
     let mut resp = HttpResponse::Created();
     granted.write_headers(&mut resp);
     Ok(resp.insert_header(ContentType::json()).body(STORED))
-}
-
-/// Parses a batch body: a JSON array of 1 ..= `batch_max` metric objects. More items than
-/// `batch_max` is a 413; anything invalid a 422 naming the item (numbered from 0).
-pub fn parse_batch(body: &[u8], batch_max: usize) -> Result<Vec<Metric>, ApiError> {
-    let items: Vec<&RawValue> = serde_json::from_slice(body).map_err(|e| {
-        let text = String::from_utf8_lossy(body);
-        if text.trim_start().starts_with('[') {
-            ApiError::invalid(format!("malformed JSON: {e}"))
-        } else {
-            ApiError::invalid("the body must be a JSON array of metric objects")
-        }
-    })?;
-    if items.is_empty() {
-        return Err(ApiError::invalid(
-            "the batch must hold at least one metric object",
-        ));
-    }
-    if items.len() > batch_max {
-        return Err(ApiError::TooManyItems {
-            count: items.len(),
-            max: batch_max,
-        });
-    }
-    items
-        .into_iter()
-        .enumerate()
-        .map(|(i, raw)| {
-            payload::metric_from_raw(raw).map_err(|e| ApiError::invalid(format!("item {i}: {e}")))
-        })
-        .collect()
 }
 
 #[derive(Serialize)]
@@ -92,13 +53,16 @@ pub async fn post_batch(
     body: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let limit = batch_body_limit(state.config.batch_max);
-    let body = payload::read_json(&req, body, limit).await?;
-    let metrics = parse_batch(&body, state.config.batch_max)?;
+    let limit = payload::batch_body_limit(state.config.batch_max);
+    let body = read_json(&req, body, limit).await?;
+    let metrics = payload::parse_batch(&body, state.config.batch_max)?;
     let kinds: Vec<&str> = metrics.iter().map(|m| m.kind.as_str()).collect();
-    let admitted = state.store.admit(&kinds).await?;
-    let granted = ratelimit::enforce(&state, &req, metrics.len() as u64).await?;
-    state.store.add_metrics(&admitted, &metrics).await?;
+    let admitted = state.known.admit(&state.store, &kinds).await?;
+    let granted = limit::enforce(&state, &req, metrics.len() as u64).await?;
+    state
+        .known
+        .add_metrics(&state.store, &admitted, &metrics)
+        .await?;
     let mut resp = HttpResponse::Created();
     granted.write_headers(&mut resp);
     Ok(resp.json(BatchStored {
@@ -169,15 +133,10 @@ pub fn rfc3339(ms: Option<i64>) -> Option<String> {
         .map(|d| d.to_rfc3339_opts(SecondsFormat::AutoSi, true))
 }
 
-/// The module's `window_ms must be an integer between 1 and <retention_ms>` as the API says it
-/// (in seconds, the unit of `window`).
-fn window_refused(module_message: &str) -> ApiError {
-    let retention_s = module_message
-        .rsplit(' ')
-        .next()
-        .and_then(|ms| ms.parse::<u64>().ok())
-        .map(|ms| ms / 1000);
-    ApiError::invalid(match retention_s {
+/// The module's refusal of `window_ms` as the API says it: the retention (`retention_ms`, the
+/// bound the module states, when known) in seconds, the unit of `window`.
+fn window_refused(retention_ms: Option<u64>) -> ApiError {
+    ApiError::invalid(match retention_ms.map(|ms| ms / 1000) {
         Some(s) => format!(
             "window must be an integer between 1 and {s} (seconds; the retention, tally.retention-ms)"
         ),
@@ -208,7 +167,11 @@ pub async fn summary(
         .await
     {
         Ok(s) => s,
-        Err(StoreError::Refused(msg)) => return Err(window_refused(&msg)),
+        Err(StoreError::Refused {
+            argument: Argument::WindowMs,
+            max,
+            ..
+        }) => return Err(window_refused(max)),
         Err(e) => return Err(e.into()),
     };
     Ok(HttpResponse::Ok().json(SummaryBody {
@@ -237,55 +200,9 @@ pub async fn summary(
 mod tests {
     use super::*;
 
-    fn item(i: usize) -> String {
-        format!(r#"{{"timestamp":"2025-01-01T10:00:0{i}Z","value":{i},"type":"cpu"}}"#)
-    }
-
-    #[test]
-    fn a_batch_is_an_array_of_one_to_batch_max_valid_objects() {
-        let body = format!("[{},{}]", item(1), item(2));
-        let metrics = parse_batch(body.as_bytes(), 2).unwrap();
-        assert_eq!(metrics.len(), 2);
-        assert_eq!(metrics[1].value, 2.0);
-        assert!(matches!(
-            parse_batch(body.as_bytes(), 1),
-            Err(ApiError::TooManyItems { count: 2, max: 1 })
-        ));
-    }
-
-    #[test]
-    fn a_bad_batch_is_refused_naming_the_first_bad_item() {
-        for (body, needle) in [
-            ("[]".to_string(), "at least one"),
-            ("{}".to_string(), "JSON array"),
-            ("[1,".to_string(), "malformed JSON"),
-            (format!("[{},{}]", item(1), "42"), "item 1: "),
-            (
-                format!(
-                    "[{},{},{}]",
-                    item(0),
-                    item(1),
-                    r#"{"timestamp":"2025-01-01","type":"cpu"}"#
-                ),
-                "item 2: field required: value",
-            ),
-        ] {
-            match parse_batch(body.as_bytes(), 10) {
-                Err(ApiError::Invalid(d)) => assert!(d.contains(needle), "{body}: {d}"),
-                other => panic!("{body}: {other:?}"),
-            }
-        }
-    }
-
-    #[test]
-    fn the_batch_body_limit_grows_with_batch_max_from_64_kib() {
-        assert_eq!(batch_body_limit(1), METRIC_BODY_LIMIT);
-        assert_eq!(batch_body_limit(1000), 512_000);
-    }
-
     #[test]
     fn the_module_window_refusal_is_reported_in_seconds() {
-        let e = window_refused("window_ms must be an integer between 1 and 3600000");
+        let e = window_refused(Some(3_600_000));
         assert!(e.to_string().contains("between 1 and 3600 "), "{e}");
     }
 }

@@ -6,10 +6,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
 
-use crate::error::ApiError;
 use crate::payload::parse_timestamp;
+use crate::routes::error::ApiError;
 use crate::routes::metrics::{metric_type, parse_query, positive_seconds, rfc3339};
-use crate::startup::AppState;
+use crate::routes::AppState;
 
 /// Default `bucket`, seconds.
 pub const DEFAULT_BUCKET_S: u64 = 60;

@@ -3,8 +3,8 @@
 use actix_web::{web, HttpResponse};
 use serde::Serialize;
 
-use crate::error::ApiError;
-use crate::startup::AppState;
+use crate::routes::error::ApiError;
+use crate::routes::AppState;
 
 #[derive(Serialize)]
 struct TypesBody {

@@ -8,7 +8,8 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, HttpResponseBuilder, ResponseError};
 use serde::Serialize;
 
-use crate::ratelimit::Denied;
+use crate::payload::BatchError;
+use crate::routes::limit::Denied;
 use crate::store::StoreError;
 
 #[derive(Debug)]
@@ -101,7 +102,16 @@ pub fn store_detail(e: &StoreError) -> String {
             "Too many metric types: at most {max} distinct types may be stored (MAX_TYPES); \
              this request would add a new one"
         ),
-        StoreError::Refused(detail) => detail.clone(),
+        StoreError::Refused { message, .. } => message.clone(),
+    }
+}
+
+impl From<BatchError> for ApiError {
+    fn from(e: BatchError) -> Self {
+        match e {
+            BatchError::Invalid(detail) => ApiError::Invalid(detail),
+            BatchError::TooManyItems { count, max } => ApiError::TooManyItems { count, max },
+        }
     }
 }
 
@@ -109,7 +119,9 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         let detail = store_detail(&e);
         match e {
-            StoreError::Refused(_) | StoreError::TooManyTypes { .. } => ApiError::Invalid(detail),
+            StoreError::Refused { .. } | StoreError::TooManyTypes { .. } => {
+                ApiError::Invalid(detail)
+            }
             StoreError::WrongType(_) => ApiError::Conflict(detail),
             StoreError::Server(_) | StoreError::Protocol(_) => {
                 log::error!("data store error (answered 503): {e}");
@@ -169,10 +181,8 @@ mod tests {
 
     #[test]
     fn store_errors_never_put_redis_text_in_a_body_nor_answer_500() {
-        let io: redis::RedisError =
-            std::io::Error::from(std::io::ErrorKind::ConnectionRefused).into();
         for e in [
-            StoreError::from(io),
+            StoreError::Unavailable("Connection refused (os error 111)".to_string()),
             StoreError::Server("ERR something WRONGTYPE redis-rs".to_string()),
             StoreError::Protocol("unexpected Redis reply: Nil".to_string()),
             StoreError::ModuleMissing,
