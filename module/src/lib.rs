@@ -349,7 +349,8 @@ mod tests {
             );
             let argv: Vec<&[u8]> = words.iter().map(Vec::as_slice).collect();
             if let Err(e) = parse_argv::<C>(&argv, &REPLAY) {
-                panic!("{name}: the documented call {words:?} is refused: {e}");
+                let call: Vec<_> = words.iter().map(|w| String::from_utf8_lossy(w)).collect();
+                panic!("{name}: the documented call {call:?} is refused: {e}");
             }
             let argc = argv.len() as i32;
             if docs.arity > 0 {
@@ -370,7 +371,10 @@ mod tests {
                 }
                 let argv: Vec<&[u8]> = words.iter().map(Vec::as_slice).collect();
                 match parse_argv::<C>(&argv, &REPLAY) {
-                    Ok(_) => panic!("{name}: {words:?} parsed"),
+                    Ok(_) => panic!(
+                        "{name}: {:?} parsed",
+                        String::from_utf8_lossy(&words.concat())
+                    ),
                     Err(e) => {
                         let e = e.to_string();
                         assert!(
