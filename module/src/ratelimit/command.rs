@@ -6,7 +6,7 @@ use std::ffi::CStr;
 use tally_core::ratelimit::{Decision, Log, Policy, MAX_AMOUNT, MAX_WINDOW_MS};
 
 use crate::args::{self, Args};
-use crate::command::{Command, Env};
+use crate::command::{key, Command, DocArg, Docs, Env};
 use crate::datatype::LOG_TYPE;
 use crate::effects;
 use crate::error::{Error, Result};
@@ -18,6 +18,17 @@ pub(crate) struct Request {
     pub policies: Policies,
     pub cost: u64,
 }
+
+/// The documented grammar of CHECK and PEEK (what `Request::parse` reads).
+const REQUEST_ARGS: &[DocArg] = &[
+    DocArg::key(c"key"),
+    DocArg::block(
+        c"policy",
+        &[DocArg::integer(c"limit"), DocArg::integer(c"window_ms")],
+    )
+    .multiple(),
+    DocArg::integer(c"cost").token(c"COST").optional(),
+];
 
 impl Request {
     #[inline]
@@ -60,6 +71,14 @@ pub(crate) struct Check(pub Request);
 impl Command for Check {
     const NAME: &'static CStr = c"RATELIMIT.CHECK";
     const FLAGS: &'static str = "write deny-oom fast";
+    const DOCS: Docs = Docs {
+        summary: c"Allows and records `cost` if every sliding-window policy has room for it; replies allowed, limit, remaining, retry_after_ms, reset_after_ms",
+        complexity: c"O(P + E): P policies, E expired entries dropped",
+        arity: -4,
+        key: key::RW | key::ACCESS | key::UPDATE,
+        args: REQUEST_ARGS,
+        acl_categories: c"",
+    };
 
     fn parse(args: Args, _: &Env) -> Result<Self> {
         Request::parse(args).map(Check)
@@ -121,6 +140,14 @@ pub(crate) struct Peek(pub Request);
 impl Command for Peek {
     const NAME: &'static CStr = c"RATELIMIT.PEEK";
     const FLAGS: &'static str = "readonly fast";
+    const DOCS: Docs = Docs {
+        summary: c"Replies what RATELIMIT.CHECK would reply now, recording nothing",
+        complexity: c"O(P): P policies",
+        arity: -4,
+        key: key::RO | key::ACCESS,
+        args: REQUEST_ARGS,
+        acl_categories: c"",
+    };
 
     fn parse(args: Args, _: &Env) -> Result<Self> {
         Request::parse(args).map(Peek)
@@ -153,6 +180,19 @@ pub(crate) struct Record {
 impl Command for Record {
     const NAME: &'static CStr = c"RATELIMIT.RECORD";
     const FLAGS: &'static str = "write deny-oom fast";
+    const DOCS: Docs = Docs {
+        summary: c"Internal: the replicated effect of an allowed RATELIMIT.CHECK (records cost at now_ms, drops entries older than horizon_ms)",
+        complexity: c"O(1) amortized",
+        arity: 5,
+        key: key::RW | key::UPDATE,
+        args: &[
+            DocArg::key(c"key"),
+            DocArg::integer(c"now_ms"),
+            DocArg::integer(c"cost"),
+            DocArg::integer(c"horizon_ms"),
+        ],
+        acl_categories: c"dangerous",
+    };
 
     fn parse(mut args: Args, _: &Env) -> Result<Self> {
         if args.argc() != 5 {
