@@ -3,15 +3,11 @@
 //! batches (validated whole, one rate-limit check of their size, one pipeline) and the list of
 //! metric types (SCAN ... TYPE tally-met).
 
-#[path = "api_support/mod.rs"]
-mod support;
-
 use serde_json::{json as j, Value};
-use support::{
-    assert_too_many_requests, config, exists, header, json, stored_count, TestApp, EXAMPLE,
-};
 use tally_api::config::Config;
 use tally_api::routes::metrics::rfc3339;
+use tally_tests::api::{assert_too_many_requests, config, exists, stored_count, TestApp, EXAMPLE};
+use tally_tests::http::{header, json};
 use tally_tests::{now_ms, Flavor, Server, ServerConfig};
 
 /// Unix ms as the RFC 3339 text the API reads and writes.

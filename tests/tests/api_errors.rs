@@ -2,11 +2,9 @@
 //! client library text, a metric type whose key holds a non-tally value answers 409 before any
 //! rate-limit budget is used, and no request ever answers 500.
 
-#[path = "api_support/mod.rs"]
-mod support;
-
-use support::{config, exists, header, json, stored_count, TestApp};
 use tally_api::config::Config;
+use tally_tests::api::{config, exists, stored_count, TestApp};
+use tally_tests::http::{header, json};
 use tally_tests::{Server, ServerConfig};
 
 /// Text that belongs in the log, never in a body.

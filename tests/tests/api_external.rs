@@ -2,14 +2,12 @@
 //! and recovers (the breaker's clock is driven by the test, no sleeping), timeouts, the
 //! X-Circuit-State header and the breaker in /metrics. Needs no Redis.
 
-#[path = "api_support/mod.rs"]
-mod support;
-
 use std::time::Duration;
 
-use support::{config, header, json, TestApp, Upstream};
 use tally_api::config::Config;
+use tally_tests::api::{config, TestApp, Upstream};
 use tally_tests::free_port;
+use tally_tests::http::{header, json};
 
 /// Redis is never started: /external must not need it.
 fn no_redis() -> Config {

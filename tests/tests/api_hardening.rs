@@ -3,12 +3,10 @@
 //! the 10 s request deadline, while a slow but complete request still succeeds. The slow-client
 //! checks talk raw TCP, so the bytes arrive exactly as written.
 
-#[path = "api_support/mod.rs"]
-mod support;
-
 use std::time::{Duration, Instant};
 
-use support::{config, exists, header, json, stored_count, TestApp, EXAMPLE};
+use tally_tests::api::{config, exists, stored_count, TestApp, EXAMPLE};
+use tally_tests::http::{header, json};
 use tally_tests::{free_port, Server};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};

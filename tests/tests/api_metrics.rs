@@ -2,10 +2,8 @@
 //! redis-server with the module: what is stored, what is refused (422 / 413 / 415, nothing
 //! stored, no rate-limit budget used), and the JSON of errors.
 
-#[path = "api_support/mod.rs"]
-mod support;
-
-use support::{exists, header, json, stored_count, TestApp, EXAMPLE};
+use tally_tests::api::{exists, stored_count, TestApp, EXAMPLE};
+use tally_tests::http::{header, json};
 use tally_tests::Server;
 
 #[tokio::test]

@@ -2,12 +2,10 @@
 //! stored) while it is down, /health says why, and everything recovers by itself when Redis
 //! returns, without restarting the API.
 
-#[path = "api_support/mod.rs"]
-mod support;
-
 use std::time::{Duration, Instant};
 
-use support::{json, stored_count, TestApp, EXAMPLE};
+use tally_tests::api::{stored_count, TestApp, EXAMPLE};
+use tally_tests::http::json;
 use tally_tests::{Server, ServerConfig};
 
 /// Polls /health until it is 200, up to `timeout`.

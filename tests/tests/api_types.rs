@@ -4,13 +4,11 @@
 //! a deployment that predates it, never a keyspace scan per request; and a known type costs
 //! no extra round trip.
 
-#[path = "api_support/mod.rs"]
-mod support;
-
 use std::collections::BTreeMap;
 
-use support::{config, exists, header, json, stored_count, TestApp};
 use tally_api::config::Config;
+use tally_tests::api::{config, exists, stored_count, TestApp};
+use tally_tests::http::{header, json};
 use tally_tests::redis::Value;
 use tally_tests::Server;
 

@@ -2,14 +2,12 @@
 //! the types of every shard: those stored before the index existed (built once by a SCAN of
 //! every primary) and those written through the API since; `MAX_TYPES` holds across shards.
 
-#[path = "api_support/mod.rs"]
-mod support;
-
 use std::collections::BTreeSet;
 
-use support::{config, json, TestApp};
 use tally_api::config::Config;
+use tally_tests::api::{config, TestApp};
 use tally_tests::cluster::Cluster;
+use tally_tests::http::json;
 use tally_tests::redis::{self, Value};
 
 fn metric(kind: &str) -> String {

@@ -3,15 +3,12 @@
 //! summaries, series and `/health`, sent meanwhile, answer 200 at once: the WAIT pipelines go
 //! on a cluster connection of their own.
 
-#[path = "api_support/mod.rs"]
-mod support;
-
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use support::{config, TestApp};
 use tally_api::config::Config;
+use tally_tests::api::{config, TestApp};
 use tally_tests::cluster::Cluster;
 
 const WRITERS: usize = 16;

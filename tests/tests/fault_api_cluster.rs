@@ -6,16 +6,15 @@
 //! crash would lose) until the killed node is restarted and rejoins as its replica; then the
 //! same API process acknowledges writes of that type again, by itself.
 
-#[path = "fault_api_support/mod.rs"]
-mod support;
-
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use support::{client, post_metric, send, ApiProc, Seen, REQUEST_BOUND};
+use tally_tests::api::{post_metric, ApiProc};
 use tally_tests::cluster::Cluster;
+use tally_tests::http::{client, send, REQUEST_BOUND};
+use tally_tests::load::Seen;
 use tally_tests::redis::Value;
 use tally_tests::{field_f64, redis};
 
@@ -39,7 +38,7 @@ async fn a_primary_dies_under_load_and_nothing_acknowledged_is_lost() {
     );
     let base = api.base();
     let ready = Instant::now() + Duration::from_secs(15);
-    while support::blocking_get_status(api.port, "/health") != Some(200) {
+    while tally_tests::http::get_status(api.port, "/health") != Some(200) {
         assert!(Instant::now() < ready, "API not healthy:\n{}", api.log());
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

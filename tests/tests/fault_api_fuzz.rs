@@ -5,13 +5,12 @@
 //! (Redis is up, so not even 503), every API answer is JSON, the process stays up, and a valid
 //! request works at the end. `TALLY_FUZZ_SEED` replays a run.
 
-#[path = "fault_api_support/mod.rs"]
-mod support;
-
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use support::{client, metric_body, post_metric, send, ApiProc, Seen, REQUEST_BOUND};
+use tally_tests::api::{metric_body, post_metric, ApiProc};
+use tally_tests::http::{client, send, REQUEST_BOUND};
+use tally_tests::load::Seen;
 use tally_tests::Server;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 

@@ -2,14 +2,13 @@
 //! answer is a documented status (never 500), none is a reset or a hang, everything that needs
 //! Redis says 503 while it is gone, and the same API process recovers when Redis returns.
 
-#[path = "fault_api_support/mod.rs"]
-mod support;
-
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use support::{client, metric_body, now_rfc3339, post_metric, send, ApiProc, Seen, REQUEST_BOUND};
+use tally_tests::api::{metric_body, now_rfc3339, post_metric, ApiProc};
+use tally_tests::http::{client, send, REQUEST_BOUND};
+use tally_tests::load::Seen;
 use tally_tests::Server;
 
 /// Upper bound on requests, whatever the timing.

@@ -3,14 +3,12 @@
 //! takes it, whether that worker saw the outage (requests kept going) or slept through it (its
 //! connection broke while idle).
 
-#[path = "fault_api_support/mod.rs"]
-mod support;
-
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use support::{metric_body, now_rfc3339, send, ApiProc, Reply, REQUEST_BOUND};
+use tally_tests::api::{metric_body, now_rfc3339, ApiProc};
+use tally_tests::http::{send, Reply, REQUEST_BOUND};
 use tally_tests::Server;
 
 /// Worker threads of the API under test: more than one, so connections are spread.

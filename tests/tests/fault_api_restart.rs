@@ -3,14 +3,13 @@
 //! checked individually afterwards. The API keeps answering (503, never 500) while Redis is
 //! down and recovers without a restart.
 
-#[path = "fault_api_support/mod.rs"]
-mod support;
-
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use support::{client, post_metric, send, ApiProc, Seen, REQUEST_BOUND};
+use tally_tests::api::{post_metric, ApiProc};
+use tally_tests::http::{client, send, REQUEST_BOUND};
+use tally_tests::load::Seen;
 use tally_tests::redis::Value;
 use tally_tests::{field_f64, Flavor, ServerConfig};
 
