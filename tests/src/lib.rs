@@ -23,10 +23,13 @@ pub mod http;
 pub mod load;
 /// The guard of every child process: killed on drop, its log printed on failure.
 pub mod process;
+/// The one seeded generator.
+pub mod rng;
 /// One module-loaded redis-server / Valkey.
 pub mod server;
 
 pub use process::{which, Proc};
+pub use rng::Rng;
 pub use server::{address_space_limit_of, Flavor, Server, ServerConfig, FUZZ_ADDRESS_SPACE_LIMIT};
 
 /// The workspace root (this crate lives in `<root>/tests`).
@@ -106,20 +109,6 @@ pub fn command<S: AsRef<str>>(words: &[S]) -> redis::Cmd {
         cmd.arg(w.as_ref());
     }
     cmd
-}
-
-/// A small deterministic generator, so a test replays the same sequence with no dependency.
-pub struct Lcg(pub u64);
-
-impl Lcg {
-    /// A number in `0..n`.
-    pub fn next(&mut self, n: u64) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (self.0 >> 33) % n
-    }
 }
 
 /// Largest n with n (n + 1) / 2 <= total, and whether that is exact: writers that send 1, 2,
