@@ -64,6 +64,15 @@ impl TestApp {
         }
     }
 
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.base
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("a port in the base URL")
+    }
+
     fn url(&self, path: &str) -> String {
         format!("{}{}", self.base, path)
     }

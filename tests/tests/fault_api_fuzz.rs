@@ -9,10 +9,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use tally_tests::api::{metric_body, post_metric, ApiProc};
-use tally_tests::http::{client, send, REQUEST_BOUND};
+use tally_tests::http::{client, raw_exchange, raw_status, send, REQUEST_BOUND};
 use tally_tests::load::Seen;
 use tally_tests::{Rng, Server};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const REQUESTS: usize = 2400;
 const RAW_REQUESTS: usize = 200;
@@ -467,24 +466,10 @@ async fn thousands_of_hostile_requests_never_get_a_5xx_and_the_api_stays_up() {
     let mut raw_statuses = std::collections::BTreeMap::<String, usize>::new();
     for _ in 0..RAW_REQUESTS {
         let bytes = raw_request(&mut rng);
-        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", api.port))
+        let answer = raw_exchange(api.port, &bytes, REQUEST_BOUND)
             .await
-            .expect("connect");
-        let _ = s.write_all(&bytes).await;
-        let _ = s.shutdown().await;
-        let mut buf = Vec::new();
-        let read = tokio::time::timeout(REQUEST_BOUND, s.read_to_end(&mut buf)).await;
-        let head = String::from_utf8_lossy(&buf[..buf.len().min(12)]).into_owned();
-        let status = head
-            .split_whitespace()
-            .nth(1)
-            .unwrap_or("closed")
-            .to_string();
-        assert!(
-            read.is_ok(),
-            "raw request hung: {:?}",
-            String::from_utf8_lossy(&bytes)
-        );
+            .unwrap_or_else(|e| panic!("raw request {:?}: {e}", String::from_utf8_lossy(&bytes)));
+        let status = raw_status(&answer);
         assert!(
             !status.starts_with('5'),
             "raw request got {status}: {:?}",
