@@ -199,6 +199,29 @@ pub async fn assert_too_many_requests(resp: reqwest::Response, remaining: u64) {
     assert_eq!(body, serde_json::json!({"detail": "Too many requests"}));
 }
 
+/// A `POST /api/metrics` body: one sample of `kind`, value 1, at a fixed past time.
+pub fn metric(kind: &str) -> String {
+    format!(r#"{{"timestamp":"2025-01-01T10:00:00Z","value":1,"type":"{kind}"}}"#)
+}
+
+/// `POST /api/metrics` of a JSON `body` to the API at `base`.
+pub fn post_body(http: &reqwest::Client, base: &str, body: String) -> reqwest::RequestBuilder {
+    http.post(format!("{base}/api/metrics"))
+        .header("content-type", "application/json")
+        .body(body)
+}
+
+/// A valid POST is stored with the whole default budget (5 per 60 s) left but this one: what
+/// came before used none.
+pub async fn assert_whole_budget(app: &TestApp) {
+    let resp = app.post_metric(EXAMPLE).await;
+    assert_eq!(resp.status(), 201);
+    assert_eq!(
+        header(&resp, "ratelimit").as_deref(),
+        Some("\"default\";r=4;t=60")
+    );
+}
+
 /// `count` of `METRIC.SUMMARY metric:<kind>`, read straight from Redis.
 pub fn stored_count(server: &Server, kind: &str) -> i64 {
     let mut c = server.conn();
@@ -383,9 +406,7 @@ pub fn post_metric(
     kind: &str,
     value: i64,
 ) -> reqwest::RequestBuilder {
-    http.post(format!("{base}/api/metrics"))
-        .header("content-type", "application/json")
-        .body(metric_body(kind, value))
+    post_body(http, base, metric_body(kind, value))
 }
 
 /// A metric body for `POST /api/metrics` at the current time.

@@ -122,3 +122,13 @@ pub fn header(resp: &reqwest::Response, name: &str) -> Option<String> {
         .get(name)
         .map(|v| v.to_str().expect("ascii header").to_string())
 }
+
+/// `r` of the `RateLimit` header: the budget left after this request.
+pub fn remaining(resp: &reqwest::Response) -> u64 {
+    let value = header(resp, "ratelimit").expect("RateLimit header");
+    let r = value
+        .split(';')
+        .find_map(|p| p.strip_prefix("r="))
+        .expect("r=");
+    r.parse().expect("integer r")
+}

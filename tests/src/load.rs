@@ -20,18 +20,7 @@ pub async fn until<S: std::fmt::Debug>(
     timeout: Duration,
     mut check: impl FnMut() -> Result<(), S>,
 ) {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let state = match check() {
-            Ok(()) => return,
-            Err(state) => state,
-        };
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting until {what}; last seen: {state:?}"
-        );
-        tokio::time::sleep(POLL).await;
-    }
+    until_async(what, timeout, || std::future::ready(check())).await;
 }
 
 /// [`until`] for a check that is itself async (an HTTP request).

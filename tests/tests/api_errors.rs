@@ -3,8 +3,8 @@
 //! rate-limit budget is used, and no request ever answers 500.
 
 use tally_api::config::Config;
-use tally_tests::api::{config, exists, stored_count, TestApp};
-use tally_tests::http::{header, json};
+use tally_tests::api::{config, exists, metric, stored_count, TestApp};
+use tally_tests::http::{json, remaining};
 use tally_tests::{Server, ServerConfig};
 
 /// Text that belongs in the log, never in a body.
@@ -27,20 +27,6 @@ fn assert_no_leak(what: &str, status: u16, body: &serde_json::Value) {
     for leak in LEAKS {
         assert!(!text.contains(leak), "{what} leaks {leak:?}: {text}");
     }
-}
-
-fn metric(kind: &str) -> String {
-    format!(r#"{{"timestamp":"2025-01-01T10:00:00Z","value":1,"type":"{kind}"}}"#)
-}
-
-/// `r` of the `RateLimit` header: the budget left after this request.
-fn remaining(resp: &reqwest::Response) -> u64 {
-    let value = header(resp, "ratelimit").expect("RateLimit header");
-    let r = value
-        .split(';')
-        .find_map(|p| p.strip_prefix("r="))
-        .expect("r=");
-    r.parse().expect("integer r")
 }
 
 fn limit_100(server: &Server) -> Config {

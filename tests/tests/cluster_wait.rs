@@ -8,17 +8,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tally_api::config::Config;
-use tally_tests::api::{config, TestApp};
+use tally_tests::api::{config, metric, post_body, TestApp};
 use tally_tests::cluster::Cluster;
 use tally_tests::load::until;
 
 const WRITERS: usize = 16;
 /// A generous bound on a read that queues behind nothing.
 const READ_BOUND: Duration = Duration::from_millis(500);
-
-fn metric(kind: &str) -> String {
-    format!(r#"{{"timestamp":"2025-01-01T10:00:00Z","value":1,"type":"{kind}"}}"#)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn in_cluster_mode_reads_and_health_answer_at_once_while_writes_wait_for_missing_replicas() {
@@ -51,10 +47,7 @@ async fn in_cluster_mode_reads_and_health_answer_at_once_while_writes_wait_for_m
             while !stop.load(Ordering::Relaxed) {
                 sent.fetch_add(1, Ordering::Relaxed);
                 let started = Instant::now();
-                let resp = http
-                    .post(format!("{base}/api/metrics"))
-                    .header("content-type", "application/json")
-                    .body(metric(&kind))
+                let resp = post_body(&http, &base, metric(&kind))
                     .send()
                     .await
                     .expect("POST");

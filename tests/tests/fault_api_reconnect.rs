@@ -110,6 +110,16 @@ async fn assert_all_succeed(base: &str) {
     );
 }
 
+/// The API on `server` with every worker connected (see [`warm_up`]).
+async fn start_warm(server: &Server) -> ApiProc {
+    let api = ApiProc::start(
+        &server.url(),
+        &[("RATE_LIMIT", "1000000000"), ("WORKERS", WORKERS)],
+    );
+    warm_up(&api.base()).await;
+    api
+}
+
 /// Every worker has a connection (and a WAIT-free write path) before the outage.
 async fn warm_up(base: &str) {
     let http = fresh_client();
@@ -128,12 +138,8 @@ async fn warm_up(base: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn after_an_8_s_outage_under_load_every_request_succeeds_1_s_after_redis_answers() {
     let mut server = Server::start();
-    let api = ApiProc::start(
-        &server.url(),
-        &[("RATE_LIMIT", "1000000000"), ("WORKERS", WORKERS)],
-    );
+    let api = start_warm(&server).await;
     let base = api.base();
-    warm_up(&base).await;
 
     // Requests keep going through the outage (503s), on new connections, so every worker
     // meets the dead server again and again.
@@ -178,12 +184,8 @@ async fn after_an_8_s_outage_under_load_every_request_succeeds_1_s_after_redis_a
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn connections_broken_while_idle_are_replaced_before_the_next_request() {
     let mut server = Server::start();
-    let api = ApiProc::start(
-        &server.url(),
-        &[("RATE_LIMIT", "1000000000"), ("WORKERS", WORKERS)],
-    );
+    let api = start_warm(&server).await;
     let base = api.base();
-    warm_up(&base).await;
 
     // No request at all while Redis is gone: each worker's connection breaks while idle.
     tokio::task::block_in_place(|| {
