@@ -132,3 +132,31 @@ pub fn remaining(resp: &reqwest::Response) -> u64 {
         .expect("r=");
     r.parse().expect("integer r")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn get_reads_the_status_and_body_and_none_when_nothing_listens() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            let mut buf = [0u8; 1024];
+            let n = s.read(&mut buf).unwrap();
+            assert!(String::from_utf8_lossy(&buf[..n]).starts_with("GET /health HTTP/1.1"));
+            s.write_all(b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 4\r\n\r\ndown")
+                .unwrap();
+        });
+        assert_eq!(get(port, "/health"), Some((503, "down".to_string())));
+        server.join().unwrap();
+        assert_eq!(get_status(port, "/health"), None);
+    }
+
+    #[test]
+    fn raw_status_is_the_second_word_or_closed() {
+        assert_eq!(raw_status(b"HTTP/1.1 400 Bad Request\r\n"), "400");
+        assert_eq!(raw_status(b""), "closed");
+    }
+}

@@ -144,3 +144,50 @@ impl Seen {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn until_returns_once_the_state_is_reached() {
+        let mut polls = 0;
+        until("the third poll", Duration::from_secs(10), || {
+            polls += 1;
+            if polls >= 3 {
+                Ok(())
+            } else {
+                Err(polls)
+            }
+        })
+        .await;
+        assert_eq!(polls, 3);
+    }
+
+    #[tokio::test]
+    #[should_panic(expected = "waiting until the impossible; last seen: 7")]
+    async fn until_names_what_it_waited_for_and_the_last_state_when_it_times_out() {
+        until("the impossible", Duration::from_millis(50), || Err(7)).await;
+    }
+
+    #[test]
+    fn seen_counts_statuses_per_label_and_transport_failures_apart() {
+        let mut seen = Seen::default();
+        let reply = |status| {
+            Ok(Reply {
+                status,
+                body: String::new(),
+                took: Duration::from_millis(1),
+            })
+        };
+        seen.record("post", &reply(201));
+        seen.record("post", &reply(201));
+        seen.record("post", &reply(503));
+        seen.record("post", &Err("reset".to_string()));
+        assert_eq!(seen.count("post", 201), 2);
+        assert_eq!(seen.count("post", 503), 1);
+        assert_eq!(seen.count("health", 200), 0);
+        assert_eq!(seen.total, 4);
+        assert_eq!(seen.failures, ["post: reset"]);
+    }
+}

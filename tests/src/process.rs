@@ -184,3 +184,45 @@ pub fn which(name: &str) -> Option<PathBuf> {
         .map(|d| d.join(name))
         .find(|p| p.is_file())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_process_is_killed_when_its_guard_is_dropped_and_its_output_is_in_the_log() {
+        let dir = crate::TempDir::new("proc-test");
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", "echo started; exec sleep 30"]);
+        let mut proc = Proc::spawn("sleeper", cmd, dir.path().join("log"));
+        let pid = proc.pid().expect("running");
+        assert!(crate::wait_until(Duration::from_secs(10), || proc
+            .log()
+            .contains("started")));
+        assert!(proc.is_running());
+        drop(proc);
+        // Reaped by the guard: no process with that id is left (not even a zombie).
+        assert!(!Path::new(&format!("/proc/{pid}")).exists());
+    }
+
+    #[test]
+    fn run_bounded_returns_the_output_or_kills_at_the_deadline() {
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", "echo out; echo err >&2; exit 3"]);
+        let (status, out, err) = run_bounded(cmd, Duration::from_secs(10)).expect("finished");
+        assert_eq!(
+            (status.code(), out.trim(), err.trim()),
+            (Some(3), "out", "err")
+        );
+        let mut cmd = Command::new("sleep");
+        cmd.arg("30");
+        let e = run_bounded(cmd, Duration::from_millis(100)).expect_err("killed");
+        assert!(e.contains("still running after"), "{e}");
+    }
+
+    #[test]
+    fn which_finds_a_program_on_path_and_nothing_else() {
+        assert!(which("sh").is_some_and(|p| p.is_file()));
+        assert_eq!(which("no-such-program-here"), None);
+    }
+}
