@@ -165,6 +165,8 @@ async fn after_an_8_s_outage_under_load_every_request_succeeds_1_s_after_redis_a
         }));
     }
     tokio::task::block_in_place(|| server.kill());
+    // The outage's length is what this test is about (the contract's 8 s), not a wait for a
+    // state: the load above meets the dead server all along.
     tokio::time::sleep(Duration::from_secs(8)).await;
     // `restart` returns once the new process answers PING, on the same port.
     tokio::task::block_in_place(|| server.restart());
