@@ -9,12 +9,13 @@
 //! election is too slow).
 
 use std::fmt::Write as _;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use redis::cluster::{ClusterClient, ClusterConnection};
 use redis::{Connection, Value};
 
+use crate::process::run_bounded;
 use crate::{free_port, text, Flavor, Server, ServerConfig};
 
 /// `cluster-node-timeout`: how long a node may be unreachable before it is suspected failed.
@@ -124,30 +125,14 @@ impl Cluster {
             cmd.arg(format!("127.0.0.1:{}", n.port));
         }
         cmd.args(["--cluster-replicas", &REPLICAS_PER_PRIMARY.to_string()])
-            .arg("--cluster-yes")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = cmd.spawn().expect("spawn redis-cli (is it installed?)");
-        let deadline = Instant::now() + READY_TIMEOUT;
-        let status = loop {
-            if let Some(status) = child.try_wait().expect("wait for redis-cli") {
-                break Some(status);
-            }
-            if Instant::now() >= deadline {
-                let _ = child.kill();
-                break None;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        };
-        let out = child.wait_with_output().expect("redis-cli output");
-        if status.is_none_or(|s| !s.success()) {
-            panic!(
-                "redis-cli --cluster create failed ({status:?}):\n{}{}\n{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr),
+            .arg("--cluster-yes");
+        match run_bounded(cmd, READY_TIMEOUT) {
+            Ok((status, _, _)) if status.success() => {}
+            Ok((status, out, err)) => panic!(
+                "redis-cli --cluster create failed ({status}):\n{out}{err}\n{}",
                 self.report()
-            );
+            ),
+            Err(e) => panic!("redis-cli --cluster create: {e}\n{}", self.report()),
         }
     }
 

@@ -2,13 +2,11 @@
 //! only actix's logger target is at info, and none when it is hidden (the middleware is left
 //! out then). Runs the release binary, whose stderr is the log.
 
-#[path = "fault_api_support/mod.rs"]
-mod support;
-
 use std::time::{Duration, Instant};
 
-use support::{blocking_get_status, ApiProc};
+use tally_tests::api::ApiProc;
 use tally_tests::free_port;
+use tally_tests::http::get_status;
 
 /// The API with `rust_log`, pointed at a port where no Redis listens (/health answers 503,
 /// which is logged like any other request), after one more request of its own.
@@ -16,7 +14,7 @@ fn log_after_a_request(rust_log: &str, expect_line: bool) -> String {
     let redis_url = format!("redis://127.0.0.1:{}", free_port());
     let api = ApiProc::start(&redis_url, &[("RUST_LOG", rust_log)]);
     assert_eq!(
-        blocking_get_status(api.port, "/api/metrics/types?probe=access-log"),
+        get_status(api.port, "/api/metrics/types?probe=access-log"),
         Some(503)
     );
     // The line is written after the response; give it a moment when one is expected.

@@ -3,15 +3,13 @@
 //! batches (validated whole, one rate-limit check of their size, one pipeline) and the list of
 //! metric types (SCAN ... TYPE tally-met).
 
-#[path = "api_support/mod.rs"]
-mod support;
-
 use serde_json::{json as j, Value};
-use support::{
-    assert_too_many_requests, config, exists, header, json, stored_count, TestApp, EXAMPLE,
-};
 use tally_api::config::Config;
 use tally_api::routes::metrics::rfc3339;
+use tally_tests::api::{
+    assert_too_many_requests, assert_whole_budget, config, exists, stored_count, TestApp,
+};
+use tally_tests::http::{header, json};
 use tally_tests::{now_ms, Flavor, Server, ServerConfig};
 
 /// Unix ms as the RFC 3339 text the API reads and writes.
@@ -379,12 +377,7 @@ async fn a_batch_with_one_bad_item_is_422_naming_it_stores_nothing_and_uses_no_b
     }
 
     // The whole budget is still there.
-    let resp = app.post_metric(EXAMPLE).await;
-    assert_eq!(resp.status(), 201);
-    assert_eq!(
-        header(&resp, "ratelimit").as_deref(),
-        Some("\"default\";r=4;t=60")
-    );
+    assert_whole_budget(&app).await;
 }
 
 #[tokio::test]

@@ -1,9 +1,7 @@
 //! The self-describing endpoints: /openapi.json, the offline /docs page, and /metrics.
 
-#[path = "api_support/mod.rs"]
-mod support;
-
-use support::{header, TestApp, EXAMPLE};
+use tally_tests::api::{TestApp, EXAMPLE};
+use tally_tests::http::header;
 use tally_tests::Server;
 
 #[tokio::test]

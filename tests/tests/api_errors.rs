@@ -2,11 +2,9 @@
 //! client library text, a metric type whose key holds a non-tally value answers 409 before any
 //! rate-limit budget is used, and no request ever answers 500.
 
-#[path = "api_support/mod.rs"]
-mod support;
-
-use support::{config, exists, header, json, stored_count, TestApp};
 use tally_api::config::Config;
+use tally_tests::api::{config, exists, metric, stored_count, TestApp};
+use tally_tests::http::{json, remaining};
 use tally_tests::{Server, ServerConfig};
 
 /// Text that belongs in the log, never in a body.
@@ -29,20 +27,6 @@ fn assert_no_leak(what: &str, status: u16, body: &serde_json::Value) {
     for leak in LEAKS {
         assert!(!text.contains(leak), "{what} leaks {leak:?}: {text}");
     }
-}
-
-fn metric(kind: &str) -> String {
-    format!(r#"{{"timestamp":"2025-01-01T10:00:00Z","value":1,"type":"{kind}"}}"#)
-}
-
-/// `r` of the `RateLimit` header: the budget left after this request.
-fn remaining(resp: &reqwest::Response) -> u64 {
-    let value = header(resp, "ratelimit").expect("RateLimit header");
-    let r = value
-        .split(';')
-        .find_map(|p| p.strip_prefix("r="))
-        .expect("r=");
-    r.parse().expect("integer r")
 }
 
 fn limit_100(server: &Server) -> Config {

@@ -3,12 +3,10 @@
 //! the 10 s request deadline, while a slow but complete request still succeeds. The slow-client
 //! checks talk raw TCP, so the bytes arrive exactly as written.
 
-#[path = "api_support/mod.rs"]
-mod support;
-
 use std::time::{Duration, Instant};
 
-use support::{config, exists, header, json, stored_count, TestApp, EXAMPLE};
+use tally_tests::api::{assert_whole_budget, config, exists, stored_count, TestApp};
+use tally_tests::http::json;
 use tally_tests::{free_port, Server};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -33,12 +31,7 @@ async fn a_metric_dated_in_the_far_future_is_refused_and_stores_nothing() {
     assert!(!exists(&server, "metric:future"), "nothing stored");
     assert!(!exists(&server, "ratelimit:127.0.0.1"), "no budget used");
     // A valid request afterwards has the whole budget.
-    let resp = app.post_metric(EXAMPLE).await;
-    assert_eq!(resp.status(), 201);
-    assert_eq!(
-        header(&resp, "ratelimit").as_deref(),
-        Some("\"default\";r=4;t=60")
-    );
+    assert_whole_budget(&app).await;
 }
 
 #[tokio::test]

@@ -2,10 +2,10 @@
 //! redis-server with the module: what is stored, what is refused (422 / 413 / 415, nothing
 //! stored, no rate-limit budget used), and the JSON of errors.
 
-#[path = "api_support/mod.rs"]
-mod support;
+use std::time::Duration;
 
-use support::{exists, header, json, stored_count, TestApp, EXAMPLE};
+use tally_tests::api::{exists, stored_count, TestApp, EXAMPLE};
+use tally_tests::http::{header, json, raw_exchange};
 use tally_tests::Server;
 
 #[tokio::test]
@@ -200,26 +200,20 @@ async fn unknown_paths_and_wrong_methods_get_json_errors() {
 
 #[tokio::test]
 async fn a_chunked_body_is_cut_off_with_413_once_it_passes_the_limit() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let server = Server::start();
     let app = TestApp::spawn(&server).await;
-    let addr = app.base.trim_start_matches("http://").to_string();
-    let mut sock = tokio::net::TcpStream::connect(&addr)
-        .await
-        .expect("connect");
-    let head = "POST /api/metrics HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n\
-                Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n";
-    sock.write_all(head.as_bytes()).await.unwrap();
+    let mut request = "POST /api/metrics HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n\
+                       Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+        .to_string();
     let chunk = format!("{:x}\r\n{}\r\n", 16 * 1024, " ".repeat(16 * 1024));
     for _ in 0..5 {
-        // The server may answer and close before the whole body is sent.
-        if sock.write_all(chunk.as_bytes()).await.is_err() {
-            break;
-        }
+        request.push_str(&chunk);
     }
-    let _ = sock.write_all(b"0\r\n\r\n").await;
-    let mut response = Vec::new();
-    let _ = sock.read_to_end(&mut response).await;
+    request.push_str("0\r\n\r\n");
+    // The server may answer and close before the whole body is sent.
+    let response = raw_exchange(app.port(), request.as_bytes(), Duration::from_secs(20))
+        .await
+        .expect("the server answers and closes");
     let response = String::from_utf8_lossy(&response);
     assert!(response.starts_with("HTTP/1.1 413"), "{response}");
     assert!(response.contains("\"detail\""), "{response}");

@@ -2,11 +2,9 @@
 //! limit shared exactly by several API instances, and who the client is (X-Forwarded-For only
 //! from trusted proxies).
 
-#[path = "api_support/mod.rs"]
-mod support;
-
-use support::{assert_too_many_requests, config, exists, header, stored_count, TestApp, EXAMPLE};
 use tally_api::ratelimit::TrustedProxies;
+use tally_tests::api::{assert_too_many_requests, config, exists, stored_count, TestApp, EXAMPLE};
+use tally_tests::http::header;
 use tally_tests::Server;
 
 #[tokio::test]

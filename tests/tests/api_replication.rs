@@ -1,13 +1,11 @@
 //! REDIS_WAIT_REPLICAS: a write is acknowledged (201) only after `WAIT n` on the connection that
 //! wrote it confirms n replicas; otherwise 503 (it may or may not have been stored).
 
-#[path = "api_support/mod.rs"]
-mod support;
-
 use std::time::Duration;
 
-use support::{config, json, stored_count, TestApp, EXAMPLE};
 use tally_api::config::Config;
+use tally_tests::api::{config, stored_count, TestApp, EXAMPLE};
+use tally_tests::http::json;
 use tally_tests::{wait_until, Flavor, Server, ServerConfig};
 
 fn waiting_for(server: &Server, replicas: u32) -> Config {

@@ -2,12 +2,10 @@
 //! stored) while it is down, /health says why, and everything recovers by itself when Redis
 //! returns, without restarting the API.
 
-#[path = "api_support/mod.rs"]
-mod support;
-
 use std::time::{Duration, Instant};
 
-use support::{json, stored_count, TestApp, EXAMPLE};
+use tally_tests::api::{stored_count, TestApp, EXAMPLE};
+use tally_tests::http::json;
 use tally_tests::{Server, ServerConfig};
 
 /// Polls /health until it is 200, up to `timeout`.
@@ -34,8 +32,10 @@ async fn assert_unavailable(app: &TestApp) {
     let (status, body) = json(app.summary("cpu").await).await;
     assert_eq!(status, 503, "{body}");
     assert!(body["detail"].is_string());
+    // A "does not hang" bound: each answer comes within the API's Redis timeouts (ms when
+    // nothing listens), far below this on any machine.
     assert!(
-        started.elapsed() < Duration::from_secs(8),
+        started.elapsed() < Duration::from_secs(10),
         "503s must come within the timeouts, took {:?}",
         started.elapsed()
     );

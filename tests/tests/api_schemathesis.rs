@@ -12,15 +12,12 @@
 //! Without schemathesis the test is skipped with a note, unless `CI` or
 //! `TALLY_REQUIRE_VALKEY=1` is set, where that is an error.
 
-#[path = "fault_api_support/mod.rs"]
-mod support;
-
-use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::ApiProc;
 use tally_api::routes::docs::OPENAPI;
+use tally_tests::api::ApiProc;
+use tally_tests::process::run_bounded;
 use tally_tests::{workspace_root, Server, TempDir};
 
 /// The seed of the run: the same requests every time (for one schemathesis version).
@@ -112,55 +109,20 @@ fn schemathesis_finds_nothing_the_openapi_document_does_not_allow() {
     .map(|s| s.to_string())
     .collect();
     let started = Instant::now();
-    let mut child = schemathesis()
-        .args(&args)
+    let mut cmd = schemathesis();
+    cmd.args(&args)
         .current_dir(dir.path())
-        .env("PYTHONUNBUFFERED", "1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn schemathesis");
-    // Read both pipes on their own threads so a full pipe never stalls the run.
-    let mut stdout = child.stdout.take().expect("stdout");
-    let mut stderr = child.stderr.take().expect("stderr");
-    let out_reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = stdout.read_to_string(&mut s);
-        s
-    });
-    let err_reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = stderr.read_to_string(&mut s);
-        s
-    });
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait for schemathesis") {
-            break Some(status);
-        }
-        if started.elapsed() > RUN_BOUND {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
+        .env("PYTHONUNBUFFERED", "1");
+    let run = run_bounded(cmd, RUN_BOUND);
     let took = started.elapsed();
-    let output = format!(
-        "{}\n{}",
-        out_reader.join().unwrap_or_default(),
-        err_reader.join().unwrap_or_default()
-    );
     let command = format!("python3 -m schemathesis.cli {}", args.join(" "));
-    match status {
-        None => panic!(
-            "schemathesis {version} did not finish within {RUN_BOUND:?}: {command}\n{output}"
+    let output = match run {
+        Err(e) => panic!("schemathesis {version} did not finish: {command}\n{e}"),
+        Ok((s, out, err)) if !s.success() => panic!(
+            "schemathesis {version} reported failures ({s}, after {took:.1?}): {command}\n{out}\n{err}"
         ),
-        Some(s) if !s.success() => panic!(
-            "schemathesis {version} reported failures ({s}, after {took:.1?}): {command}\n{output}"
-        ),
-        Some(_) => {}
-    }
+        Ok((_, out, err)) => format!("{out}\n{err}"),
+    };
     // A run that tested nothing would pass too: every operation must have been exercised but
     // `GET /openapi.json`, which schemathesis leaves out when it loads the document from it.
     let doc: serde_json::Value = serde_json::from_str(OPENAPI).expect("the document is JSON");

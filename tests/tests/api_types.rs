@@ -4,29 +4,13 @@
 //! a deployment that predates it, never a keyspace scan per request; and a known type costs
 //! no extra round trip.
 
-#[path = "api_support/mod.rs"]
-mod support;
-
 use std::collections::BTreeMap;
 
-use support::{config, exists, header, json, stored_count, TestApp};
 use tally_api::config::Config;
+use tally_tests::api::{config, exists, metric, post_body, stored_count, TestApp};
+use tally_tests::http::{json, remaining};
 use tally_tests::redis::Value;
 use tally_tests::Server;
-
-fn metric(kind: &str) -> String {
-    format!(r#"{{"timestamp":"2025-01-01T10:00:00Z","value":1,"type":"{kind}"}}"#)
-}
-
-/// `r` of the `RateLimit` header: the budget left after this request.
-fn remaining(resp: &reqwest::Response) -> u64 {
-    let value = header(resp, "ratelimit").expect("RateLimit header");
-    let r = value
-        .split(';')
-        .find_map(|p| p.strip_prefix("r="))
-        .expect("r=");
-    r.parse().expect("integer r")
-}
 
 fn with_max_types(server: &Server, max_types: usize) -> Config {
     Config {
@@ -171,10 +155,7 @@ async fn the_cap_holds_exactly_across_api_instances_racing_for_the_last_slots() 
             kind.clone(),
         );
         tasks.push(tokio::spawn(async move {
-            let resp = http
-                .post(format!("{base}/api/metrics"))
-                .header("content-type", "application/json")
-                .body(metric(&kind))
+            let resp = post_body(&http, &base, metric(&kind))
                 .send()
                 .await
                 .expect("POST");

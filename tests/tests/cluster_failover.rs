@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use tally_tests::cluster::Cluster;
 use tally_tests::redis::{self, Connection, Value};
 use tally_tests::{
-    digest, field_f64, ints, metric_prefix, now_ms, ratelimit_prefix, wait_until, Lcg,
+    digest, field_f64, ints, metric_prefix, now_ms, ratelimit_prefix, wait_until, Rng,
 };
 
 const RL_LIMIT: u64 = 30;
@@ -132,18 +132,18 @@ fn writes_acknowledged_by_wait_survive_a_sigkilled_primary_and_its_replicas_take
 
     // 1. A settled workload over every shard.
     let mut settled = Settled::default();
-    let mut rng = Lcg(11);
+    let mut rng = Rng::new(11);
     for step in 0..600u64 {
-        let metric = rng.next(2) == 0;
+        let metric = rng.below_u64(2) == 0;
         let key = if metric {
-            &series_keys[rng.next(12) as usize]
+            &series_keys[rng.below_u64(12) as usize]
         } else {
-            &rl_keys[rng.next(24) as usize]
+            &rl_keys[rng.below_u64(24) as usize]
         };
         let conn = conns.get_mut(&owner[key]).unwrap();
         settled.tried += 1;
         if metric {
-            let v = rng.next(1000) as i64 - 100;
+            let v = rng.below_u64(1000) as i64 - 100;
             let mut cmd = redis::cmd("METRIC.ADD");
             cmd.arg(key).arg(v).arg("TS").arg(base_ts + step * 997);
             let (_, replicas) = write_and_wait(conn, &cmd).unwrap();
@@ -152,7 +152,7 @@ fn writes_acknowledged_by_wait_survive_a_sigkilled_primary_and_its_replicas_take
             e.0 += 1;
             e.1 += v;
         } else {
-            let cost = 1 + rng.next(3);
+            let cost = 1 + rng.below_u64(3);
             let mut cmd = redis::cmd("RATELIMIT.CHECK");
             cmd.arg(key)
                 .arg(RL_LIMIT)

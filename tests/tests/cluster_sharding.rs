@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use tally_tests::cluster::Cluster;
 use tally_tests::redis::{self, Connection, ConnectionLike, Value};
-use tally_tests::{command, digest, ints, now_ms, Flavor, Lcg, Server};
+use tally_tests::{command, digest, ints, now_ms, Flavor, Rng, Server};
 
 fn rl_key(i: u64) -> String {
     format!("ratelimit:client-{i}")
@@ -24,7 +24,7 @@ const SERIES: u64 = 12;
 /// with explicit timestamps, plus reads. Windows are long (60 s, 600 s) so the allowed /
 /// limit / remaining fields do not depend on when each side ran the sequence.
 fn workload(base_ts: u64) -> Vec<Vec<String>> {
-    let mut rng = Lcg(7);
+    let mut rng = Rng::new(7);
     let mut cmds: Vec<Vec<String>> = Vec::new();
     let w = |words: &[&str]| words.iter().map(|s| s.to_string()).collect::<Vec<_>>();
     // Every client and series gets one write first, so every key exists.
@@ -43,11 +43,11 @@ fn workload(base_ts: u64) -> Vec<Vec<String>> {
         cmds.push(w(&["METRIC.ADD", &metric_key(i), "1", "TS", &ts]));
     }
     for step in 0..800u64 {
-        match rng.next(10) {
+        match rng.below_u64(10) {
             0..=3 => {
-                let key = rl_key(rng.next(CLIENTS));
-                let cost = rng.next(3).to_string();
-                let cmd = if rng.next(4) == 0 {
+                let key = rl_key(rng.below_u64(CLIENTS));
+                let cost = rng.below_u64(3).to_string();
+                let cmd = if rng.below_u64(4) == 0 {
                     "RATELIMIT.PEEK"
                 } else {
                     "RATELIMIT.CHECK"
@@ -55,14 +55,18 @@ fn workload(base_ts: u64) -> Vec<Vec<String>> {
                 cmds.push(w(&[cmd, &key, "5", "60000", "20", "600000", "COST", &cost]));
             }
             4..=8 => {
-                let key = metric_key(rng.next(SERIES));
+                let key = metric_key(rng.below_u64(SERIES));
                 // Integers and quarters: exact in binary, so sums are exact too.
-                let value = format!("{}.{}", rng.next(2000) as i64 - 500, 25 * rng.next(4));
-                let ts = (base_ts + step * 750 + rng.next(5000)).to_string();
+                let value = format!(
+                    "{}.{}",
+                    rng.below_u64(2000) as i64 - 500,
+                    25 * rng.below_u64(4)
+                );
+                let ts = (base_ts + step * 750 + rng.below_u64(5000)).to_string();
                 cmds.push(w(&["METRIC.ADD", &key, &value, "TS", &ts]));
             }
             _ => {
-                let key = metric_key(rng.next(SERIES));
+                let key = metric_key(rng.below_u64(SERIES));
                 cmds.push(w(&["METRIC.SUMMARY", &key]));
             }
         }

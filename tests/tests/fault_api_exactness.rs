@@ -1,14 +1,13 @@
 //! Limits are exact across API processes (SPEC §6): three `tally-api` processes share one
 //! Redis, one client hammers all of them at once, and exactly `RATE_LIMIT` requests get through.
 
-#[path = "fault_api_support/mod.rs"]
-mod support;
-
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use support::{client, post_metric, send, ApiProc, Seen, REQUEST_BOUND};
+use tally_tests::api::{post_metric, ApiProc};
+use tally_tests::http::{client, send, REQUEST_BOUND};
+use tally_tests::load::Seen;
 use tally_tests::{field_f64, Server};
 
 const LIMIT: usize = 50;

@@ -5,42 +5,25 @@
 //! (Redis is up, so not even 503), every API answer is JSON, the process stays up, and a valid
 //! request works at the end. `TALLY_FUZZ_SEED` replays a run.
 
-#[path = "fault_api_support/mod.rs"]
-mod support;
-
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use support::{client, metric_body, post_metric, send, ApiProc, Seen, REQUEST_BOUND};
-use tally_tests::Server;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tally_tests::api::{metric_body, post_metric, ApiProc};
+use tally_tests::http::{client, raw_exchange, raw_status, send, REQUEST_BOUND};
+use tally_tests::load::Seen;
+use tally_tests::{Rng, Server};
 
 const REQUESTS: usize = 2400;
 const RAW_REQUESTS: usize = 200;
 const TASKS: usize = 4;
 
-/// xorshift64*: small, seeded, no dependency.
-struct Rng(u64);
+/// Hostile text for the fuzz, from the suites' one generator.
+trait FuzzText {
+    fn text(&mut self, len: usize) -> String;
+    fn encoded(&mut self, len: usize) -> String;
+}
 
-impl Rng {
-    fn new(seed: u64) -> Rng {
-        Rng(seed.max(1))
-    }
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-    fn pick<'a, T: ?Sized>(&mut self, items: &[&'a T]) -> &'a T {
-        items[self.below(items.len())]
-    }
-    fn bytes(&mut self, len: usize) -> Vec<u8> {
-        (0..len).map(|_| self.next() as u8).collect()
-    }
+impl FuzzText for Rng {
     /// Random text: ASCII, control characters, multi-byte and astral characters.
     fn text(&mut self, len: usize) -> String {
         (0..len)
@@ -103,8 +86,8 @@ fn hostile_value(rng: &mut Rng) -> String {
                 "{\"v\":1}",
             ])
             .to_string(),
-        1 => format!("{}", rng.next() as i64),
-        _ => format!("{}", f64::from_bits(rng.next())).replace("inf", "1e999"),
+        1 => format!("{}", rng.next_u64() as i64),
+        _ => format!("{}", f64::from_bits(rng.next_u64())).replace("inf", "1e999"),
     }
 }
 
@@ -271,7 +254,7 @@ fn hostile_query(rng: &mut Rng, keys: &[&str]) -> String {
                     "fuzz",
                 ])
                 .to_string(),
-            3 => (rng.next() % 10_000_000).to_string(),
+            3 => (rng.next_u64() % 10_000_000).to_string(),
             _ => "fuzz".to_string(),
         };
         parts.push(format!("{key}={value}"));
@@ -422,11 +405,8 @@ fn needs_json(method: &reqwest::Method, path: &str) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn thousands_of_hostile_requests_never_get_a_5xx_and_the_api_stays_up() {
     let started = Instant::now();
-    let seed: u64 = std::env::var("TALLY_FUZZ_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0x7a11_f022);
-    eprintln!("seed {seed} (TALLY_FUZZ_SEED={seed} replays this run)");
+    // Kept to the end: a failure prints the seed and how to replay it.
+    let root = Rng::from_env("TALLY_FUZZ_SEED", 0x7a11_f022);
     let server = Server::start();
     let mut api = ApiProc::start(&server.url(), &[("RATE_LIMIT", "1000000000")]);
     let base = api.base();
@@ -436,8 +416,8 @@ async fn thousands_of_hostile_requests_never_get_a_5xx_and_the_api_stays_up() {
     let mut tasks = Vec::new();
     for t in 0..TASKS {
         let (seen, bad, base) = (seen.clone(), bad.clone(), base.clone());
+        let mut rng = root.derive(t as u64);
         tasks.push(tokio::spawn(async move {
-            let mut rng = Rng::new(seed ^ (t as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
             let http = client();
             for _ in 0..REQUESTS / TASKS {
                 let (method, path, content_type, xff, body) = hostile_request(&mut rng);
@@ -482,28 +462,14 @@ async fn thousands_of_hostile_requests_never_get_a_5xx_and_the_api_stays_up() {
     }
 
     // Malformed HTTP on raw sockets: any answer but a 5xx, or a closed connection.
-    let mut rng = Rng::new(seed ^ 0xdead_beef);
+    let mut rng = Rng::new(root.seed() ^ 0xdead_beef);
     let mut raw_statuses = std::collections::BTreeMap::<String, usize>::new();
     for _ in 0..RAW_REQUESTS {
         let bytes = raw_request(&mut rng);
-        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", api.port))
+        let answer = raw_exchange(api.port, &bytes, REQUEST_BOUND)
             .await
-            .expect("connect");
-        let _ = s.write_all(&bytes).await;
-        let _ = s.shutdown().await;
-        let mut buf = Vec::new();
-        let read = tokio::time::timeout(REQUEST_BOUND, s.read_to_end(&mut buf)).await;
-        let head = String::from_utf8_lossy(&buf[..buf.len().min(12)]).into_owned();
-        let status = head
-            .split_whitespace()
-            .nth(1)
-            .unwrap_or("closed")
-            .to_string();
-        assert!(
-            read.is_ok(),
-            "raw request hung: {:?}",
-            String::from_utf8_lossy(&bytes)
-        );
+            .unwrap_or_else(|e| panic!("raw request {:?}: {e}", String::from_utf8_lossy(&bytes)));
+        let status = raw_status(&answer);
         assert!(
             !status.starts_with('5'),
             "raw request got {status}: {:?}",

@@ -2,14 +2,13 @@
 //! answer is a documented status (never 500), none is a reset or a hang, everything that needs
 //! Redis says 503 while it is gone, and the same API process recovers when Redis returns.
 
-#[path = "fault_api_support/mod.rs"]
-mod support;
-
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use support::{client, metric_body, now_rfc3339, post_metric, send, ApiProc, Seen, REQUEST_BOUND};
+use tally_tests::api::{metric_body, now_rfc3339, post_metric, ApiProc};
+use tally_tests::http::{client, send, REQUEST_BOUND};
+use tally_tests::load::{until, until_seen, Seen, Shared};
 use tally_tests::Server;
 
 /// Upper bound on requests, whatever the timing.
@@ -56,6 +55,26 @@ fn request(http: &reqwest::Client, base: &str, label: &str, n: usize) -> reqwest
         "external" => http.get(format!("{base}/external")),
         other => unreachable!("{other}"),
     }
+}
+
+/// Bound on each phase of the load (each ends as soon as what it waits for is seen).
+const PHASE_BOUND: Duration = Duration::from_secs(20);
+
+/// How many successful answers each label has had.
+fn success_counts(seen: &Shared, labels: &[&str]) -> Vec<(String, usize)> {
+    let seen = seen.lock().unwrap();
+    labels
+        .iter()
+        .map(|l| {
+            let n = seen
+                .of(l)
+                .iter()
+                .filter(|(s, _)| success(l, **s))
+                .map(|(_, n)| n)
+                .sum();
+            (l.to_string(), n)
+        })
+        .collect()
 }
 
 fn success(label: &str, status: u16) -> bool {
@@ -110,18 +129,49 @@ async fn every_endpoint_answers_within_bounds_while_redis_is_down_and_recovers_w
         }));
     }
 
-    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let labels: Vec<&str> = ENDPOINTS.iter().map(|&(label, _, _)| label).collect();
+    // Up: every endpoint has succeeded under the load.
+    until(
+        "every endpoint succeeded with Redis up",
+        PHASE_BOUND,
+        || {
+            let counts = success_counts(&seen, &labels);
+            if counts.iter().all(|(_, n)| *n > 0) {
+                Ok(())
+            } else {
+                Err(counts)
+            }
+        },
+    )
+    .await;
     phase.store(SWITCHING, Ordering::Relaxed);
     tokio::task::block_in_place(|| server.kill());
     phase.store(DOWN, Ordering::Relaxed);
     let down_at = Instant::now();
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Down: every endpoint has given its outage answer 20 times (some 300 requests in all),
+    // each sent and answered while Redis was dead.
+    for &(label, _, down) in ENDPOINTS {
+        until_seen(&seen, &[&format!("{label}@down")], down, 20, PHASE_BOUND).await;
+    }
     phase.store(SWITCHING, Ordering::Relaxed);
     let outage = down_at.elapsed();
+    let before = success_counts(&seen, &labels);
     tokio::task::block_in_place(|| server.restart());
     phase.store(UP, Ordering::Relaxed);
-    // Load continues while the API reconnects.
-    tokio::time::sleep(Duration::from_millis(1000)).await;
+    // Load continues while the API reconnects, until every endpoint has succeeded again.
+    until(
+        "every endpoint succeeded again under load",
+        PHASE_BOUND,
+        || {
+            let now = success_counts(&seen, &labels);
+            if now.iter().zip(&before).all(|(n, b)| n.1 > b.1) {
+                Ok(())
+            } else {
+                Err((before.clone(), now))
+            }
+        },
+    )
+    .await;
     stop.store(true, Ordering::Relaxed);
     for t in tasks {
         t.await.expect("client task");

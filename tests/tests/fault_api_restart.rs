@@ -3,18 +3,19 @@
 //! checked individually afterwards. The API keeps answering (503, never 500) while Redis is
 //! down and recovers without a restart.
 
-#[path = "fault_api_support/mod.rs"]
-mod support;
-
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use support::{client, post_metric, send, ApiProc, Seen, REQUEST_BOUND};
+use tally_tests::api::{post_metric, ApiProc};
+use tally_tests::http::{client, send, REQUEST_BOUND};
+use tally_tests::load::{until, Seen};
 use tally_tests::redis::Value;
 use tally_tests::{field_f64, Flavor, ServerConfig};
 
 const TASKS: usize = 4;
+/// Bound on each phase of the load (each ends as soon as what it waits for is seen).
+const PHASE_BOUND: Duration = Duration::from_secs(20);
 /// Upper bound on requests, whatever the timing.
 const MAX_REQUESTS: usize = 6000;
 
@@ -27,6 +28,16 @@ const KILLING: u8 = 1;
 const OUTAGE: u8 = 2;
 /// Set just before the restart.
 const AFTER: u8 = 3;
+
+/// How many POSTs sent in `phase` were answered `status`.
+fn count_of(answered: &Mutex<Vec<(usize, u8, u16)>>, phase: u8, status: u16) -> usize {
+    answered
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(_, p, s)| *p == phase && *s == status)
+        .count()
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn nothing_acknowledged_is_lost_when_redis_is_killed_and_restarted_with_appendfsync_always() {
@@ -100,32 +111,60 @@ async fn nothing_acknowledged_is_lost_when_redis_is_killed_and_restarted_with_ap
         })
     };
 
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    // Before: writes acknowledged and /health 200, both seen in this phase.
+    until(
+        "writes acknowledged and /health 200 before the kill",
+        PHASE_BOUND,
+        || {
+            let acked = count_of(&answered, BEFORE, 201);
+            let health = seen.lock().unwrap().count("health-0", 200);
+            if acked >= 20 && health >= 1 {
+                Ok(())
+            } else {
+                Err((acked, health))
+            }
+        },
+    )
+    .await;
     phase.store(KILLING, Ordering::Relaxed);
     tokio::task::block_in_place(|| server.kill());
     phase.store(OUTAGE, Ordering::Relaxed);
     let killed_at = Instant::now();
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // The outage: 503s to writes and /health 503, both seen while Redis is dead.
+    until(
+        "503s to writes and /health 503 during the outage",
+        PHASE_BOUND,
+        || {
+            let refused = count_of(&answered, OUTAGE, 503);
+            let health = seen.lock().unwrap().count("health-2", 503);
+            if refused >= 20 && health >= 2 {
+                Ok(())
+            } else {
+                Err((refused, health))
+            }
+        },
+    )
+    .await;
     phase.store(AFTER, Ordering::Relaxed);
     tokio::task::block_in_place(|| server.restart());
     let outage = killed_at.elapsed();
     // Keep posting until the API has acknowledged writes again for a while and the /health
     // poller (every 50 ms) has answered within the recovered phase: 100 POSTs alone can finish
     // before it polls at all.
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let acked_after = answered
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|(_, p, s)| *p == AFTER && *s == 201)
-            .count();
-        let health_after = seen.lock().unwrap().of("health-3").contains_key(&200);
-        if (acked_after >= 100 && health_after) || Instant::now() > deadline {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    until(
+        "100 writes acknowledged and /health 200 after the restart",
+        PHASE_BOUND,
+        || {
+            let acked = count_of(&answered, AFTER, 201);
+            let health = seen.lock().unwrap().count("health-3", 200);
+            if acked >= 100 && health >= 1 {
+                Ok(())
+            } else {
+                Err((acked, health))
+            }
+        },
+    )
+    .await;
     stop.store(true, Ordering::Relaxed);
     for t in tasks {
         t.await.expect("client task");

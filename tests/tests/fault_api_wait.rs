@@ -3,14 +3,12 @@
 //! 503), yet summaries, series and `/health`, sent meanwhile, answer 200 at once: they never
 //! queue behind a WAIT.
 
-#[path = "fault_api_support/mod.rs"]
-mod support;
-
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use support::{client, now_rfc3339, post_metric, send, ApiProc};
+use tally_tests::api::{now_rfc3339, post_metric, ApiProc};
+use tally_tests::http::{client, send};
 use tally_tests::Server;
 
 const WRITERS: usize = 64;

@@ -2,7 +2,7 @@
 //! server stays up; plus a seeded fuzz of 100k malformed commands.
 
 use tally_tests::redis::{self, Value};
-use tally_tests::{Flavor, Server, ServerConfig, FUZZ_ADDRESS_SPACE_LIMIT};
+use tally_tests::{Flavor, Rng, Server, ServerConfig, FUZZ_ADDRESS_SPACE_LIMIT};
 
 /// (command words, expected error fragment).
 const CASES: &[(&[&str], &str)] = &[
@@ -252,20 +252,6 @@ fn copy_rename_del_expire_and_type_behave_normally() {
     assert_eq!(deleted, 3);
 }
 
-/// Deterministic pseudo-random numbers.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn pick<'a>(&mut self, xs: &[&'a [u8]]) -> &'a [u8] {
-        xs[(self.next() % xs.len() as u64) as usize]
-    }
-}
-
 /// Invalid as a limit, a window_ms or a cost (0 is a valid cost, so it is kept apart).
 const BAD_NUMBERS: &[&[u8]] = &[
     b"",
@@ -293,9 +279,9 @@ const BAD_VALUES: &[&[u8]] = &[
 
 /// A command that must fail: every generator below breaks at least one rule.
 fn malformed(r: &mut Rng) -> Vec<Vec<u8>> {
-    let key = format!("fuzz:{}", r.next() % 8).into_bytes();
+    let key = format!("fuzz:{}", r.below_u64(8)).into_bytes();
     let n = || -> Vec<u8> { b"5".to_vec() };
-    match r.next() % 8 {
+    match r.below_u64(8) {
         0 => vec![
             b"RATELIMIT.CHECK".to_vec(),
             key,
@@ -312,8 +298,8 @@ fn malformed(r: &mut Rng) -> Vec<Vec<u8>> {
         2 => {
             // Many policies with one bad number somewhere, or a dangling limit.
             let mut cmd = vec![b"RATELIMIT.PEEK".to_vec(), key];
-            let policies = 1 + r.next() % 200;
-            let bad = r.next() % policies;
+            let policies = 1 + r.below_u64(200);
+            let bad = r.below_u64(policies);
             for i in 0..policies {
                 cmd.push(if i == bad {
                     r.pick(BAD_NUMBERS).to_vec()
@@ -322,7 +308,7 @@ fn malformed(r: &mut Rng) -> Vec<Vec<u8>> {
                 });
                 cmd.push(b"1000".to_vec());
             }
-            if r.next().is_multiple_of(2) {
+            if r.below_u64(2) == 0 {
                 cmd.pop();
                 cmd.pop();
                 cmd.push(b"7".to_vec()); // limit without window
@@ -343,7 +329,7 @@ fn malformed(r: &mut Rng) -> Vec<Vec<u8>> {
             key,
             b"1".to_vec(),
             b"TS".to_vec(),
-            r.pick(&[b"-1", b"x", b"1.5", b"9223372036854775808"])
+            r.pick::<[u8]>(&[b"-1", b"x", b"1.5", b"9223372036854775808"])
                 .to_vec(),
         ],
         6 => vec![
@@ -351,12 +337,13 @@ fn malformed(r: &mut Rng) -> Vec<Vec<u8>> {
             key,
             b"-".to_vec(),
             b"+".to_vec(),
-            r.pick(&[b"0", b"999", b"1500", b"-1000", b"x"]).to_vec(),
+            r.pick::<[u8]>(&[b"0", b"999", b"1500", b"-1000", b"x"])
+                .to_vec(),
         ],
         _ => {
             // Wrong arity, or binary garbage payloads for the restore commands.
             let mut cmd = vec![
-                r.pick(&[
+                r.pick::<[u8]>(&[
                     b"RATELIMIT.CHECK",
                     b"METRIC.SUMMARY",
                     b"METRIC.ADD",
@@ -367,10 +354,10 @@ fn malformed(r: &mut Rng) -> Vec<Vec<u8>> {
                 key,
             ];
             if cmd[0].ends_with(b"RESTORE") {
-                let len = r.next() % 64;
+                let len = r.below_u64(64);
                 cmd.push(
                     (0..len)
-                        .map(|_| (r.next() % 7) as u8)
+                        .map(|_| r.below_u64(7) as u8)
                         .chain([0xff])
                         .collect(),
                 );
@@ -405,7 +392,7 @@ fn a_hundred_thousand_malformed_commands_change_nothing_and_crash_nothing() {
             .unwrap();
     }
     let before: String = redis::cmd("DEBUG").arg("DIGEST").query(&mut c).unwrap();
-    let mut r = Rng(0xDEADBEEF);
+    let mut r = Rng::new(0xDEADBEEF);
     let total = 100_000;
     let mut errors = 0;
     for _ in 0..total / 1000 {

@@ -6,7 +6,7 @@
 //! memory stays bounded.
 
 use tally_tests::redis::{self, Connection, Value};
-use tally_tests::{Flavor, Server, ServerConfig, FUZZ_ADDRESS_SPACE_LIMIT};
+use tally_tests::{Flavor, Rng, Server, ServerConfig, FUZZ_ADDRESS_SPACE_LIMIT};
 
 /// Redis's CRC-64 (Jones polynomial, reflected, initial value 0), as DUMP payloads carry it.
 fn crc64(data: &[u8]) -> u64 {
@@ -171,22 +171,6 @@ fn seeds(s: &Server, c: &mut Connection) -> Vec<(&'static str, Vec<u8>, Envelope
     out
 }
 
-/// A small deterministic generator.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-}
-
 /// Corrupts a payload: overwritten, inserted or removed bytes, truncation, and varints
 /// (counts, lengths, deltas) replaced by huge or boundary values.
 fn mutate(r: &mut Rng, mut p: Vec<u8>) -> Vec<u8> {
@@ -194,8 +178,8 @@ fn mutate(r: &mut Rng, mut p: Vec<u8>) -> Vec<u8> {
         let n = p.len();
         let at = r.below(n + 1);
         match r.below(7) {
-            0 | 1 if n > 0 => p[at.min(n - 1)] = r.next() as u8,
-            2 => p.insert(at, r.next() as u8),
+            0 | 1 if n > 0 => p[at.min(n - 1)] = r.next_u64() as u8,
+            2 => p.insert(at, r.next_u64() as u8),
             3 if n > 0 => {
                 p.remove(at.min(n - 1));
             }
@@ -209,7 +193,7 @@ fn mutate(r: &mut Rng, mut p: Vec<u8>) -> Vec<u8> {
                     2 => u32::MAX as u64 + 1,
                     3 => n as u64,
                     4 => (n / 2) as u64,
-                    _ => r.next() >> r.below(64),
+                    _ => r.next_u64() >> r.below(64),
                 };
                 p.splice(at..end, varint(value));
             }
@@ -292,7 +276,7 @@ fn mutated_restore_payloads_answer_an_error_or_a_usable_value_and_the_server_sta
     let s = start();
     let mut c = s.conn();
     let seeds = seeds(&s, &mut c);
-    let mut r = Rng(0x5eed_1234_abcd);
+    let mut r = Rng::new(0x5eed_1234_abcd);
     let mut outcomes = [0usize; 2];
     for round in 0..4000 {
         let (command, payload, env) = &seeds[round % seeds.len()];

@@ -105,14 +105,19 @@ fn restart_from_rdb_keeps_every_value_and_expiry() {
     );
 }
 
+/// `flavor` writing an AOF of plain commands (no RDB preamble), every write fsynced.
+fn aof_without_preamble(flavor: Flavor) -> tally_tests::Server {
+    ServerConfig::new(flavor)
+        .arg("--appendonly", "yes")
+        .arg("--aof-use-rdb-preamble", "no")
+        .arg("--appendfsync", "always")
+        .start()
+}
+
 #[test]
 fn restart_from_a_rewritten_aof_without_rdb_preamble_keeps_every_value() {
     for flavor in Flavor::all() {
-        let mut s = ServerConfig::new(flavor)
-            .arg("--appendonly", "yes")
-            .arg("--aof-use-rdb-preamble", "no")
-            .arg("--appendfsync", "always")
-            .start();
+        let mut s = aof_without_preamble(flavor);
         let mut c = s.conn();
         workload(&s, &mut c);
         let _: Value = tally_tests::redis::cmd("BGREWRITEAOF")
@@ -211,11 +216,7 @@ fn expiries(c: &mut Connection, keys: &[&str]) -> Vec<(i64, String)> {
 #[test]
 fn persist_survives_an_aof_rewrite_and_reload_and_ttls_stay_exact_on_every_flavor() {
     for flavor in Flavor::all() {
-        let mut s = ServerConfig::new(flavor)
-            .arg("--appendonly", "yes")
-            .arg("--aof-use-rdb-preamble", "no")
-            .arg("--appendfsync", "always")
-            .start();
+        let mut s = aof_without_preamble(flavor);
         let mut c = s.conn();
         for key in ["rl:persisted", "rl:ttl"] {
             s.run(&mut c, &["RATELIMIT.CHECK", key, "5", "600000"])

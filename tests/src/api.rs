@@ -1,19 +1,22 @@
-//! Shared by the `api_*` suites (included with `#[path] mod support;`): a `TestApp` running the
-//! real HTTP stack on a port-0 listener, one method per endpoint, and a tiny scripted upstream
-//! for `/external`.
-#![allow(dead_code)]
+//! The API under test: [`TestApp`] runs the real HTTP stack in-process on a port-0 listener
+//! (one method per endpoint, the breaker's clock driven by the test), [`ApiProc`] runs the
+//! release `tally-api` binary as a process, and [`Upstream`] is a tiny scripted upstream for
+//! `/external`.
 
 use std::net::TcpListener;
+use std::process::Command;
 use std::sync::atomic::{AtomicU16, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tally_api::breaker::ManualClock;
 use tally_api::config::Config;
 use tally_api::startup::Application;
-use tally_tests::redis::Value;
-use tally_tests::Server;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::http::{self, client_within, header, json};
+use crate::redis::Value;
+use crate::{free_port, Proc, Server, TempDir};
 
 pub const EXAMPLE: &str = r#"{"timestamp":"2025-01-01T10:00:00","value":75,"type":"cpu"}"#;
 
@@ -55,13 +58,19 @@ impl TestApp {
         tokio::spawn(app.run_until_stopped());
         TestApp {
             base,
-            client: reqwest::Client::builder()
-                .timeout(Duration::from_secs(20))
-                .build()
-                .expect("client"),
+            client: client_within(Duration::from_secs(20)),
             clock,
             handle,
         }
+    }
+
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.base
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("a port in the base URL")
     }
 
     fn url(&self, path: &str) -> String {
@@ -170,20 +179,6 @@ impl Drop for TestApp {
     }
 }
 
-/// Status and JSON body.
-pub async fn json(resp: reqwest::Response) -> (u16, serde_json::Value) {
-    let status = resp.status().as_u16();
-    let text = resp.text().await.expect("body");
-    let body = serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"));
-    (status, body)
-}
-
-pub fn header(resp: &reqwest::Response, name: &str) -> Option<String> {
-    resp.headers()
-        .get(name)
-        .map(|v| v.to_str().expect("ascii header").to_string())
-}
-
 /// Asserts a 429 with the default 5-per-60 s policy headers, `remaining` left, a `Retry-After`
 /// of whole seconds in 1..=60, and the JSON body.
 pub async fn assert_too_many_requests(resp: reqwest::Response, remaining: u64) {
@@ -204,13 +199,36 @@ pub async fn assert_too_many_requests(resp: reqwest::Response, remaining: u64) {
     assert_eq!(body, serde_json::json!({"detail": "Too many requests"}));
 }
 
+/// A `POST /api/metrics` body: one sample of `kind`, value 1, at a fixed past time.
+pub fn metric(kind: &str) -> String {
+    format!(r#"{{"timestamp":"2025-01-01T10:00:00Z","value":1,"type":"{kind}"}}"#)
+}
+
+/// `POST /api/metrics` of a JSON `body` to the API at `base`.
+pub fn post_body(http: &reqwest::Client, base: &str, body: String) -> reqwest::RequestBuilder {
+    http.post(format!("{base}/api/metrics"))
+        .header("content-type", "application/json")
+        .body(body)
+}
+
+/// A valid POST is stored with the whole default budget (5 per 60 s) left but this one: what
+/// came before used none.
+pub async fn assert_whole_budget(app: &TestApp) {
+    let resp = app.post_metric(EXAMPLE).await;
+    assert_eq!(resp.status(), 201);
+    assert_eq!(
+        header(&resp, "ratelimit").as_deref(),
+        Some("\"default\";r=4;t=60")
+    );
+}
+
 /// `count` of `METRIC.SUMMARY metric:<kind>`, read straight from Redis.
 pub fn stored_count(server: &Server, kind: &str) -> i64 {
     let mut c = server.conn();
     let v = server
         .run(&mut c, &["METRIC.SUMMARY", &format!("metric:{kind}")])
         .expect("METRIC.SUMMARY");
-    tally_tests::field_f64(&v, "count").unwrap_or(0.0) as i64
+    crate::field_f64(&v, "count").unwrap_or(0.0) as i64
 }
 
 /// Whether `key` exists in Redis.
@@ -307,4 +325,118 @@ impl Upstream {
     pub fn hits(&self) -> usize {
         self.hits.load(Ordering::SeqCst)
     }
+}
+
+/// A `tally-api` process (the release binary) on 127.0.0.1:<free port>, killed on drop with
+/// its log printed if the test panics.
+pub struct ApiProc {
+    pub port: u16,
+    // Declared before `dir`, which holds its log.
+    proc: Proc,
+    dir: TempDir,
+}
+
+impl ApiProc {
+    /// Starts the API against `redis_url` (one URL, or a comma-separated list in cluster mode)
+    /// with `env` on top of the defaults; returns once it accepts HTTP (whatever /health says,
+    /// so it can be started while Redis is down).
+    pub fn start(redis_url: &str, env: &[(&str, &str)]) -> ApiProc {
+        let mut last_log = String::new();
+        for attempt in 0..5 {
+            let dir = TempDir::new("api");
+            let port = free_port();
+            let mut cmd = Command::new(crate::api_path());
+            cmd.env_clear()
+                .env("REDIS_URL", redis_url)
+                .env("HOST", "127.0.0.1")
+                .env("PORT", port.to_string())
+                .env("RUST_LOG", "warn")
+                .env("EXTERNAL_SERVICE_FAILURE_RATE", "0")
+                .envs(env.iter().copied());
+            let proc = Proc::spawn(
+                format!("tally-api on port {port}"),
+                cmd,
+                dir.path().join(format!("api-{attempt}.log")),
+            );
+            let mut api = ApiProc { port, proc, dir };
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while Instant::now() < deadline && api.is_running() {
+                if http::get_status(port, "/health").is_some() {
+                    return api;
+                }
+                std::thread::sleep(Duration::from_millis(25));
+            }
+            last_log = api.log();
+            api.kill();
+            if !last_log.contains("in use") {
+                panic!("tally-api did not start on port {port}:\n{last_log}");
+            }
+        }
+        panic!("tally-api did not start after 5 attempts:\n{last_log}");
+    }
+
+    pub fn base(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// What the process wrote (its stderr is the API's log).
+    pub fn log(&self) -> String {
+        self.proc.log()
+    }
+
+    /// Whether the process is still running (it never exits by itself).
+    pub fn is_running(&mut self) -> bool {
+        self.proc.is_running()
+    }
+
+    pub fn kill(&mut self) {
+        self.proc.kill();
+    }
+
+    /// The directory of its log (removed with it).
+    pub fn dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+}
+
+/// `POST /api/metrics` of [`metric_body`] to the API at `base`.
+pub fn post_metric(
+    http: &reqwest::Client,
+    base: &str,
+    kind: &str,
+    value: i64,
+) -> reqwest::RequestBuilder {
+    post_body(http, base, metric_body(kind, value))
+}
+
+/// A metric body for `POST /api/metrics` at the current time.
+pub fn metric_body(kind: &str, value: i64) -> String {
+    format!(
+        r#"{{"timestamp":"{}","value":{value},"type":"{kind}"}}"#,
+        now_rfc3339()
+    )
+}
+
+/// Now as `YYYY-MM-DDTHH:MM:SSZ` (no chrono here: civil-from-days).
+pub fn now_rfc3339() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs() as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
