@@ -175,7 +175,7 @@ async fn every_endpoint_works_over_tls_as_the_readme_acl_user_and_nothing_else_i
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_wrong_ca_or_password_is_a_503_with_a_clear_log_and_the_right_ca_recovers() {
+async fn a_wrong_ca_host_name_or_password_is_a_503_with_a_clear_log_and_the_right_ca_recovers() {
     let pki = Pki::new();
     let server = TlsServer::start(&pki);
     create_user(&server, &pki);
@@ -228,6 +228,34 @@ async fn a_wrong_ca_or_password_is_a_503_with_a_clear_log_and_the_right_ca_recov
         until_logged(&api, "authentication failed").await,
         "{}",
         api.log()
+    );
+    drop(api);
+
+    // The right CA, but a certificate for another host name.
+    let elsewhere = TlsServer::start_as(&pki, "elsewhere", &[]);
+    create_user(&elsewhere, &pki);
+    let api = ApiProc::start(
+        &url("tally-api", PASSWORD, elsewhere.port),
+        &[("REDIS_CA_FILE", &ca)],
+    );
+    let health = get(&http, &api.base(), "/health").await;
+    assert_eq!(health.status, 503, "{}", health.body);
+    let r = post(&http, &api.base(), "load", 3).await;
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert!(
+        until_logged(&api, "not valid for name").await,
+        "{}",
+        api.log()
+    );
+    assert!(
+        api.log().contains("TLS handshake with 127.0.0.1"),
+        "{}",
+        api.log()
+    );
+    assert_eq!(
+        elsewhere.cli(&pki, &["DBSIZE"]).trim(),
+        "0",
+        "nothing was written"
     );
     drop(api);
 

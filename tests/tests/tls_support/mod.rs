@@ -51,47 +51,62 @@ impl Pki {
                 ],
             );
         }
-        std::fs::write(
-            d.join("server.ext"),
-            "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n\
-             keyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth,clientAuth\n",
-        )
-        .expect("write server.ext");
-        openssl(
-            d,
-            &[
-                "req",
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-subj",
-                "/CN=127.0.0.1",
-                "-keyout",
-                "server.key",
-                "-out",
-                "server.csr",
-            ],
-        );
-        openssl(
-            d,
-            &[
-                "x509",
-                "-req",
-                "-in",
-                "server.csr",
-                "-CA",
-                "ca.crt",
-                "-CAkey",
-                "ca.key",
-                "-CAcreateserial",
-                "-days",
-                "2",
-                "-extfile",
-                "server.ext",
-                "-out",
-                "server.crt",
-            ],
-        );
+        // `server`: for 127.0.0.1 and localhost; `elsewhere`: the same CA, another host name.
+        for (name, san) in [
+            ("server", "IP:127.0.0.1,DNS:localhost"),
+            ("elsewhere", "DNS:elsewhere.example"),
+        ] {
+            std::fs::write(
+                d.join(format!("{name}.ext")),
+                format!(
+                    "subjectAltName={san}\nbasicConstraints=CA:FALSE\n\
+                     keyUsage=digitalSignature,keyEncipherment\n\
+                     extendedKeyUsage=serverAuth,clientAuth\n"
+                ),
+            )
+            .expect("write the extensions");
+            let (key, csr, crt, ext) = (
+                format!("{name}.key"),
+                format!("{name}.csr"),
+                format!("{name}.crt"),
+                format!("{name}.ext"),
+            );
+            openssl(
+                d,
+                &[
+                    "req",
+                    "-newkey",
+                    "rsa:2048",
+                    "-nodes",
+                    "-subj",
+                    "/CN=tally test server",
+                    "-keyout",
+                    &key,
+                    "-out",
+                    &csr,
+                ],
+            );
+            openssl(
+                d,
+                &[
+                    "x509",
+                    "-req",
+                    "-in",
+                    &csr,
+                    "-CA",
+                    "ca.crt",
+                    "-CAkey",
+                    "ca.key",
+                    "-CAcreateserial",
+                    "-days",
+                    "2",
+                    "-extfile",
+                    &ext,
+                    "-out",
+                    &crt,
+                ],
+            );
+        }
         Pki { dir }
     }
 
@@ -125,6 +140,11 @@ impl TlsServer {
 
     /// A node with `extra` arguments (e.g. cluster mode).
     pub fn start_with(pki: &Pki, extra: &[&str]) -> TlsServer {
+        TlsServer::start_as(pki, "server", extra)
+    }
+
+    /// A node whose certificate is `<cert>.crt` of `pki` (`"server"` or `"elsewhere"`).
+    pub fn start_as(pki: &Pki, cert: &str, extra: &[&str]) -> TlsServer {
         let dir = TempDir::new("redis-tls");
         let mut server = TlsServer {
             port: 0,
@@ -133,7 +153,7 @@ impl TlsServer {
         };
         for attempt in 0..5 {
             server.port = free_port();
-            if server.spawn(pki, extra) {
+            if server.spawn(pki, cert, extra) {
                 return server;
             }
             eprintln!("TLS server did not come up on attempt {attempt}; retrying");
@@ -141,16 +161,16 @@ impl TlsServer {
         panic!("could not start a TLS redis-server:\n{}", server.log());
     }
 
-    fn spawn(&mut self, pki: &Pki, extra: &[&str]) -> bool {
+    fn spawn(&mut self, pki: &Pki, cert: &str, extra: &[&str]) -> bool {
         let d = self.dir.path();
         let child = Command::new("redis-server")
             .args(["--port", "0", "--bind", "127.0.0.1", "--save", ""])
             .arg("--tls-port")
             .arg(self.port.to_string())
             .arg("--tls-cert-file")
-            .arg(pki.file("server.crt"))
+            .arg(pki.file(&format!("{cert}.crt")))
             .arg("--tls-key-file")
-            .arg(pki.file("server.key"))
+            .arg(pki.file(&format!("{cert}.key")))
             .arg("--tls-ca-cert-file")
             .arg(pki.file("ca.crt"))
             .args(["--tls-auth-clients", "no"])
