@@ -17,6 +17,9 @@ pub struct Config {
     pub redis_urls: Vec<String>,
     /// `REDIS_CLUSTER`: use redis-rs's cluster client.
     pub redis_cluster: bool,
+    /// `REDIS_CA_FILE`: the CA certificates (PEM) a `rediss://` server's certificate is
+    /// verified against; `None` = the system roots.
+    pub redis_ca: Option<CaFile>,
     /// `REDIS_TIMEOUT_MS`: connect and response timeout of one Redis call (WAIT time comes on
     /// top of it). Not in SPEC §3: an addition, default 1000.
     pub redis_timeout: Duration,
@@ -59,6 +62,7 @@ impl Default for Config {
         Config {
             redis_urls: vec!["redis://127.0.0.1:6379".to_string()],
             redis_cluster: false,
+            redis_ca: None,
             redis_timeout: Duration::from_millis(1000),
             redis_wait_replicas: 0,
             redis_wait_timeout_ms: 100,
@@ -76,6 +80,21 @@ impl Default for Config {
             max_types: 10_000,
             workers: None,
         }
+    }
+}
+
+/// The CA file of `REDIS_CA_FILE`, read (and checked to hold PEM certificates) at start-up.
+#[derive(Clone, PartialEq, Eq)]
+pub struct CaFile {
+    /// The path, as given.
+    pub path: String,
+    /// The file's contents: one or more PEM certificates.
+    pub pem: Vec<u8>,
+}
+
+impl fmt::Debug for CaFile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "CaFile({:?}, {} bytes)", self.path, self.pem.len())
     }
 }
 
@@ -126,6 +145,15 @@ impl Config {
             Some(v) => parse_redis_urls(&v, redis_cluster)?,
             None => d.redis_urls,
         };
+        let redis_ca = var("REDIS_CA_FILE")
+            .map(|path| read_ca_file(path.trim()))
+            .transpose()?;
+        if redis_ca.is_some() && !redis_urls.iter().all(|u| tls_scheme(u)) {
+            return Err(bad(
+                "REDIS_CA_FILE",
+                "is set but REDIS_URL is not a rediss:// URL (the CA would not be used)",
+            ));
+        }
         let trusted_proxies = match var("TRUSTED_PROXIES") {
             Some(v) => TrustedProxies::parse(&v).map_err(|m| bad("TRUSTED_PROXIES", m))?,
             None => d.trusted_proxies,
@@ -153,6 +181,7 @@ impl Config {
         Ok(Config {
             redis_urls,
             redis_cluster,
+            redis_ca,
             redis_timeout: timeout_ms(&var, "REDIS_TIMEOUT_MS", d.redis_timeout)?,
             redis_wait_replicas: int(&var, "REDIS_WAIT_REPLICAS", 0, 1000, 0)? as u32,
             // WAIT with timeout 0 blocks forever: not allowed.
@@ -262,35 +291,84 @@ fn parse_redis_urls(v: &str, cluster: bool) -> Result<Vec<String>, ConfigError> 
             "a list of URLs needs REDIS_CLUSTER=true (one URL otherwise)",
         ));
     }
+    let mut first: Option<reqwest::Url> = None;
     for url in &urls {
-        check_redis_url(url).map_err(|e| bad("REDIS_URL", format!("{url:?}: {e}")))?;
+        let parsed = check_redis_url(url).map_err(|e| bad("REDIS_URL", format!("{url:?}: {e}")))?;
+        // Cluster seeds: redis-rs takes the TLS mode and the credentials of the first one.
+        if let Some(first) = &first {
+            if tls_scheme(first.as_str()) != tls_scheme(url) {
+                return Err(bad(
+                    "REDIS_URL",
+                    "every seed must use the same scheme (all rediss:// or none)",
+                ));
+            }
+            if (first.username(), first.password()) != (parsed.username(), parsed.password()) {
+                return Err(bad(
+                    "REDIS_URL",
+                    "every seed must carry the same user name and password",
+                ));
+            }
+        } else {
+            first = Some(parsed);
+        }
     }
     Ok(urls)
 }
 
-/// The shape of one Redis URL: `redis://` (`valkey://`) with a host (no TLS: not built in),
-/// or `unix://` (`redis+unix://`, `valkey+unix://`) with a path. The store, built at start-up,
-/// checks the rest (a start-up error too).
-fn check_redis_url(url: &str) -> Result<(), String> {
+/// Whether a (checked) Redis URL asks for TLS.
+fn tls_scheme(url: &str) -> bool {
+    url.starts_with("rediss://") || url.starts_with("valkeys://")
+}
+
+/// The shape of one Redis URL: `redis://` (`valkey://`), or `rediss://` (`valkeys://`, TLS),
+/// with a host and optional `user:password@`, or `unix://` (`redis+unix://`, `valkey+unix://`)
+/// with a path. The store, built at start-up, checks the rest (a start-up error too).
+fn check_redis_url(url: &str) -> Result<reqwest::Url, String> {
     let parsed = reqwest::Url::parse(url).map_err(|e| e.to_string())?;
     match parsed.scheme() {
-        "redis" | "valkey" => {
+        "rediss" | "valkeys" if parsed.fragment() == Some("insecure") => {
+            Err("#insecure (no certificate verification) is not supported".to_string())
+        }
+        "redis" | "valkey" | "rediss" | "valkeys" => {
             match parsed.host_str().map(|h| h.trim_matches(['[', ']'])) {
                 None | Some("") => return Err("the URL names no host".to_string()),
                 Some("0.0.0.0" | "::") => return Err("the host is a wildcard address".to_string()),
                 Some(_) => {}
             }
-            database(parsed.path().trim_matches('/'))
+            database(parsed.path().trim_matches('/'))?;
+            Ok(parsed)
         }
-        "rediss" | "valkeys" => Err("TLS is not built into tally-api".to_string()),
         "unix" | "redis+unix" | "valkey+unix" if !parsed.path().is_empty() => {
-            match parsed.query_pairs().find(|(k, _)| k == "db") {
-                Some((_, db)) => database(&db),
-                None => Ok(()),
+            if let Some((_, db)) = parsed.query_pairs().find(|(k, _)| k == "db") {
+                database(&db)?;
             }
+            Ok(parsed)
         }
         scheme => Err(format!("{scheme}:// is not a Redis URL")),
     }
+}
+
+/// Reads `REDIS_CA_FILE`: a readable file of one or more PEM certificates (nothing else).
+fn read_ca_file(path: &str) -> Result<CaFile, ConfigError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::CertificateDer;
+    let pem = std::fs::read(path)
+        .map_err(|e| bad("REDIS_CA_FILE", format!("cannot read {path:?}: {e}")))?;
+    let mut count = 0;
+    for cert in CertificateDer::pem_slice_iter(&pem) {
+        cert.map_err(|e| bad("REDIS_CA_FILE", format!("{path:?} is not PEM: {e}")))?;
+        count += 1;
+    }
+    if count == 0 {
+        return Err(bad(
+            "REDIS_CA_FILE",
+            format!("{path:?} holds no PEM certificate"),
+        ));
+    }
+    Ok(CaFile {
+        path: path.to_string(),
+        pem,
+    })
 }
 
 /// A database number (empty: the default, 0).
@@ -360,7 +438,8 @@ mod tests {
             ("REDIS_URL", "not a url"),
             ("REDIS_URL", "http://a:1"),
             ("REDIS_URL", "redis://"),
-            ("REDIS_URL", "rediss://redis:6380"),
+            ("REDIS_URL", "rediss://redis:6380#insecure"),
+            ("REDIS_URL", "rediss://"),
             ("REDIS_URL", "redis://0.0.0.0:6379"),
             ("REDIS_URL", "redis://redis:6379/zero"),
             ("REDIS_URL", "unix:///run/redis.sock?db=x"),
@@ -421,11 +500,99 @@ mod tests {
         for url in [
             "redis://127.0.0.1:6379",
             "redis://:secret@redis:6379/2",
+            "redis://tally-api:secret@redis:6379",
+            "rediss://redis.example:6380",
+            "rediss://tally-api:secret@10.0.0.5:6380/1",
+            "valkeys://valkey.example:6380",
             "valkey://valkey.example:6380",
             "unix:///run/redis.sock",
             "redis+unix:///run/redis.sock?db=1",
         ] {
             assert_eq!(from(&[("REDIS_URL", url)]).unwrap().redis_urls, [url]);
+        }
+    }
+
+    #[test]
+    fn cluster_seeds_share_one_scheme_and_one_set_of_credentials() {
+        let cluster = |urls: &str| from(&[("REDIS_CLUSTER", "true"), ("REDIS_URL", urls)]);
+        let ok = "rediss://u:p@a:7000,rediss://u:p@b:7001";
+        assert_eq!(cluster(ok).unwrap().redis_urls.len(), 2);
+        for bad in [
+            "rediss://a:7000,redis://b:7001",
+            "redis://a:7000,rediss://b:7001",
+            "rediss://u:p@a:7000,rediss://u:q@b:7001",
+            "rediss://u:p@a:7000,rediss://b:7001",
+            "redis://v:p@a:7000,redis://u:p@b:7001",
+        ] {
+            let err = cluster(bad).expect_err(bad);
+            assert_eq!(err.variable, "REDIS_URL", "{bad}");
+        }
+    }
+
+    /// A temporary file with `contents`, removed on drop.
+    struct TempFile(std::path::PathBuf);
+
+    impl TempFile {
+        fn new(name: &str, contents: &[u8]) -> TempFile {
+            let path = std::env::temp_dir().join(format!(
+                "tally-config-{}-{name}-{}",
+                std::process::id(),
+                fastrand::u64(..)
+            ));
+            std::fs::write(&path, contents).unwrap();
+            TempFile(path)
+        }
+
+        fn path(&self) -> &str {
+            self.0.to_str().unwrap()
+        }
+    }
+
+    impl Drop for TempFile {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+
+    /// A self-signed certificate (any DER will do for the PEM check).
+    const PEM: &str =
+        "-----BEGIN CERTIFICATE-----\nMIIBszCCAVmgAwIBAgIUQ0Ew\n-----END CERTIFICATE-----\n";
+
+    #[test]
+    fn the_ca_file_is_read_at_start_up_and_must_hold_pem_certificates() {
+        let good = TempFile::new("good", PEM.as_bytes());
+        let c = from(&[
+            ("REDIS_URL", "rediss://redis:6380"),
+            ("REDIS_CA_FILE", good.path()),
+        ])
+        .unwrap();
+        let ca = c.redis_ca.expect("the CA is read");
+        assert_eq!(
+            (ca.path.as_str(), ca.pem.as_slice()),
+            (good.path(), PEM.as_bytes())
+        );
+        assert_eq!(from(&[]).unwrap().redis_ca, None);
+
+        let not_pem = TempFile::new("text", b"just some text\n");
+        let empty = TempFile::new("empty", b"");
+        let key = TempFile::new(
+            "key",
+            b"-----BEGIN PRIVATE KEY-----\nMIIBszCCAVmgAwIBAgIUQ0Ew\n-----END PRIVATE KEY-----\n",
+        );
+        let broken = TempFile::new("broken", b"-----BEGIN CERTIFICATE-----\n%%%%\n");
+        for (url, path) in [
+            ("rediss://redis:6380", "/nonexistent/tally/ca.pem"),
+            ("rediss://redis:6380", "/"),
+            ("rediss://redis:6380", not_pem.path()),
+            ("rediss://redis:6380", empty.path()),
+            ("rediss://redis:6380", key.path()),
+            ("rediss://redis:6380", broken.path()),
+            // A CA with a plain-text URL would silently not be used.
+            ("redis://redis:6379", good.path()),
+        ] {
+            let err = from(&[("REDIS_URL", url), ("REDIS_CA_FILE", path)]).expect_err(path);
+            assert_eq!(err.variable, "REDIS_CA_FILE", "{path}: {err}");
+            assert!(err.to_string().contains("REDIS_CA_FILE"), "{err}");
         }
     }
 

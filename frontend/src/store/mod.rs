@@ -47,6 +47,7 @@
 
 //!
 //! Files: `mod.rs` the `Store` and its commands; `single.rs` the connections to a single node;
+//! `tls.rs` TLS over them (`rediss://`);
 //! `index.rs` the type index; `reply.rs` the data types and the
 //! parsing of replies; `error.rs` the typed errors; `keys.rs` the key scheme.
 
@@ -59,7 +60,7 @@ use std::time::Duration;
 use redis::cluster::{ClusterClientBuilder, ClusterConfig};
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::RoutingInfo;
-use redis::{Cmd, Pipeline, RedisError, RedisResult, Value};
+use redis::{Cmd, Pipeline, RedisError, RedisResult, TlsCertificates, Value};
 
 use crate::config::Config;
 
@@ -68,6 +69,7 @@ mod index;
 pub mod keys;
 mod reply;
 mod single;
+mod tls;
 
 pub use error::{Argument, InvalidUrl, StoreError};
 pub use index::TypeIndex;
@@ -118,7 +120,17 @@ impl Store {
         // A WAIT pipeline may legitimately take the WAIT timeout on top of the usual time.
         let wait_response = response + wait_ms;
         let conn = if config.redis_cluster {
-            let client = ClusterClientBuilder::new(config.redis_urls.iter().map(String::as_str))
+            let mut builder =
+                ClusterClientBuilder::new(config.redis_urls.iter().map(String::as_str));
+            // TLS mode and credentials come from the seeds (config checks they agree); the
+            // system roots verify the nodes' certificates unless REDIS_CA_FILE is set.
+            if let Some(ca) = &config.redis_ca {
+                builder = builder.certs(TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(ca.pem.clone()),
+                });
+            }
+            let client = builder
                 // Bounded: a MOVED/ASK or a refresh after a failover is retried a couple of
                 // times, quickly; the overall response timeout caps the whole request.
                 .retries(2)
@@ -144,8 +156,11 @@ impl Store {
             Conn::Cluster { shared, waiting }
         } else {
             let client = redis::Client::open(config.redis_urls[0].as_str())?;
+            let info = client.get_connection_info().clone();
+            let tls = tls::Tls::for_addr(info.addr(), config.redis_ca.as_ref())?;
             Conn::Single(Box::new(Single::new(
-                client.get_connection_info().clone(),
+                info,
+                tls,
                 connect,
                 response,
                 wait_response,
@@ -443,6 +458,11 @@ mod tests {
             "http://a:1",
             "redis://",
             "rediss://redis:6380",
+            "rediss://tally-api:secret@redis:6380",
+            "valkeys://redis:6380/1",
+            "redis://tally-api:secret@redis:6379",
+            "rediss://",
+            "rediss://0.0.0.0:6380",
             "redis://0.0.0.0:6379",
             "redis://[::]:6379",
             "redis://redis:6379/zero",

@@ -14,6 +14,7 @@ use redis::{
 };
 
 use super::error::broken;
+use super::tls::Tls;
 
 /// Most WAIT pipelines in flight at once per worker (each on a connection of its own).
 pub const WAIT_CONNECTIONS: usize = 256;
@@ -59,6 +60,8 @@ type Driver = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
 /// The connections of one worker to a single Redis node (see the module doc).
 pub(super) struct Single {
     info: ConnectionInfo,
+    /// Set for a `rediss://` URL: every connection is TLS over its TCP stream.
+    tls: Option<Tls>,
     connect: Duration,
     /// Response timeout of the shared connection.
     response: Duration,
@@ -76,12 +79,14 @@ impl Single {
     /// connection, `wait_response` one on a WAIT connection.
     pub(super) fn new(
         info: ConnectionInfo,
+        tls: Option<Tls>,
         connect: Duration,
         response: Duration,
         wait_response: Duration,
     ) -> Single {
         Single {
             info,
+            tls,
             connect,
             response,
             wait_response,
@@ -92,7 +97,8 @@ impl Single {
         }
     }
 
-    /// Opens a new connection (`connect` bounds the TCP connect and the handshake), its driver
+    /// Opens a new connection (`connect` bounds the TCP connect, the TLS handshake if any and
+    /// Redis's handshake), its driver
     /// spawned on the current runtime; the driver clears `alive` when the socket closes.
     async fn dial(&self, response: Duration) -> RedisResult<Live> {
         let cfg = AsyncConnectionConfig::new().set_response_timeout(Some(response));
@@ -102,6 +108,20 @@ impl Single {
                 ConnectionAddr::Tcp(host, port) => {
                     let stream = tokio::net::TcpStream::connect((host.as_str(), *port)).await?;
                     stream.set_nodelay(true)?;
+                    let (conn, driver) =
+                        MultiplexedConnection::new_with_config(redis, stream, cfg).await?;
+                    Ok((conn, Box::pin(driver) as Driver))
+                }
+                ConnectionAddr::TcpTls { host, port, .. } => {
+                    let Some(tls) = &self.tls else {
+                        return Err(RedisError::from((
+                            redis::ErrorKind::InvalidClientConfig,
+                            "a rediss:// address without a TLS configuration",
+                        )));
+                    };
+                    let stream = tokio::net::TcpStream::connect((host.as_str(), *port)).await?;
+                    stream.set_nodelay(true)?;
+                    let stream = tls.handshake(stream).await?;
                     let (conn, driver) =
                         MultiplexedConnection::new_with_config(redis, stream, cfg).await?;
                     Ok((conn, Box::pin(driver) as Driver))
