@@ -27,6 +27,10 @@ pub mod process;
 pub mod rng;
 /// One module-loaded redis-server / Valkey.
 pub mod server;
+/// Production-style Redis: a throw-away PKI made with `openssl`, TLS-only `redis-server`
+/// processes with the module (single node or cluster), `redis-cli --tls` to drive them, and the
+/// README's ACL line.
+pub mod tls;
 
 pub use process::{which, Proc};
 pub use rng::Rng;

@@ -3,16 +3,12 @@
 //! read from README.md, so the documented line is the tested one). The release `tally-api`
 //! binary runs as a real process.
 
-#[path = "fault_api_support/mod.rs"]
-mod support;
-#[path = "tls_support/mod.rs"]
-mod tls;
-
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use support::{client, metric_body, now_rfc3339, post_metric, send, ApiProc, Reply};
-use tls::{readme_acl_words, Pki, TlsCluster, TlsServer};
+use tally_tests::api::{metric_body, now_rfc3339, post_metric, ApiProc};
+use tally_tests::http::{client, send, Reply};
+use tally_tests::tls::{readme_acl_words, Pki, TlsCluster, TlsServer};
 
 const PASSWORD: &str = "s3cret-Tally-pw";
 
@@ -65,7 +61,7 @@ async fn until_logged(api: &ApiProc, needle: &str) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_endpoint_works_over_tls_as_the_readme_acl_user_and_nothing_else_is_allowed() {
-    let pki = Pki::new();
+    let pki = Pki::generate();
     let server = TlsServer::start(&pki);
     create_user(&server, &pki);
     let ca = pki.ca();
@@ -176,7 +172,7 @@ async fn every_endpoint_works_over_tls_as_the_readme_acl_user_and_nothing_else_i
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_ca_host_name_or_password_is_a_503_with_a_clear_log_and_the_right_ca_recovers() {
-    let pki = Pki::new();
+    let pki = Pki::generate();
     let server = TlsServer::start(&pki);
     create_user(&server, &pki);
     let http = client();
@@ -270,7 +266,7 @@ async fn a_wrong_ca_host_name_or_password_is_a_503_with_a_clear_log_and_the_righ
 
 #[test]
 fn a_ca_file_that_cannot_be_used_stops_start_up_naming_the_variable() {
-    let pki = Pki::new();
+    let pki = Pki::generate();
     let garbage = std::env::temp_dir().join(format!("tally-not-pem-{}", std::process::id()));
     std::fs::write(&garbage, "not a certificate\n").expect("write");
     let key = pki.ca().replace("ca.crt", "ca.key");
@@ -295,7 +291,7 @@ fn a_ca_file_that_cannot_be_used_stops_start_up_naming_the_variable() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tls_cluster_serves_the_api_as_the_readme_acl_user() {
-    let pki = Pki::new();
+    let pki = Pki::generate();
     let cluster = TlsCluster::start(&pki);
     for node in &cluster.nodes {
         create_user(node, &pki);

@@ -1,13 +1,8 @@
-//! Shared by the `api_redis_tls` suite (included with `#[path] mod tls;`): a throw-away PKI made
-//! with `openssl`, TLS-only `redis-server` processes with the module (single node or cluster),
-//! `redis-cli --tls` to drive them, and the README's ACL line.
-#![allow(dead_code)]
-
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use tally_tests::{free_port, module_path, workspace_root, TempDir};
+use crate::{free_port, module_path, workspace_root, TempDir};
 
 /// A CA, a server certificate it signed for 127.0.0.1 and localhost, and an unrelated CA.
 pub struct Pki {
@@ -28,7 +23,7 @@ fn openssl(dir: &Path, args: &[&str]) {
 }
 
 impl Pki {
-    pub fn new() -> Pki {
+    pub fn generate() -> Pki {
         let dir = TempDir::new("pki");
         let d = dir.path();
         for ca in ["ca", "other-ca"] {
@@ -270,10 +265,40 @@ pub fn readme_acl_words(password: &str) -> Vec<String> {
         1,
         "README.md must hold one ACL SETUSER tally-api line"
     );
-    lines[0]
+    let words: Vec<String> = lines[0]
         .split_whitespace()
         .map(|w| w.replace("PASSWORD", password))
-        .collect()
+        .collect();
+    // Least privilege (SPEC section 7): no blanket grant of commands or keys, and none of the
+    // dangerous commands by name.
+    for word in &words {
+        let lower = word.to_ascii_lowercase();
+        assert!(
+            ![
+                "+@all",
+                "allcommands",
+                "~*",
+                "allkeys",
+                "%rw~*",
+                "%r~*",
+                "%w~*"
+            ]
+            .contains(&lower.as_str()),
+            "README's ACL line grants everything: {word}"
+        );
+        for cmd in ["flushall", "flushdb", "config", "keys", "debug", "module"] {
+            assert_ne!(lower, format!("+{cmd}"), "README's ACL line grants {cmd}");
+            assert!(
+                !lower.starts_with(&format!("+{cmd}|")),
+                "README's ACL line grants {word}"
+            );
+        }
+        assert!(
+            !lower.starts_with("+@"),
+            "README's ACL line grants a category: {word}"
+        );
+    }
+    words
 }
 
 /// Three TLS primaries with every slot assigned (`redis-cli --cluster create --tls`).
