@@ -595,3 +595,34 @@ async fn the_readme_acl_user_serves_keyed_requests_and_limits_check() {
         .query(&mut as_api);
     assert!(denied.is_err());
 }
+
+#[test]
+fn a_bad_policy_file_stops_start_up_naming_the_file_the_line_and_the_field() {
+    let file = PolicyFile::new(
+        "[policies]\nburst = { limit = 10, window = \"1s\" }\nhour = { limit = 0, window = \"1h\" }\n\
+         [tiers.anonymous]\ningest = [\"burst\"]\n",
+    );
+    let out = std::process::Command::new(tally_tests::api_path())
+        .env_clear()
+        .env("REDIS_URL", "redis://127.0.0.1:1")
+        .env("PORT", tally_tests::free_port().to_string())
+        .env("POLICY_FILE", &file.path)
+        .output()
+        .expect("run tally-api");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "invalid POLICY_FILE: {}:3: policies.hour.limit: must be an integer from 1",
+            file.path
+        )),
+        "{err}"
+    );
+    let missing = std::process::Command::new(tally_tests::api_path())
+        .env_clear()
+        .env("POLICY_FILE", "/nonexistent/policies.toml")
+        .output()
+        .expect("run tally-api");
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("/nonexistent/policies.toml"));
+}
