@@ -89,3 +89,13 @@ impl PolicyFile {
         (key, id)
     }
 }
+
+/// `GET path` on `app` with `key` in `X-API-Key`.
+pub async fn get_with_key(app: &TestApp, path: &str, key: &str) -> reqwest::Response {
+    app.client
+        .get(format!("{}{path}", app.base))
+        .header("x-api-key", key)
+        .send()
+        .await
+        .expect("GET")
+}

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use tally_tests::api::{metric, TestApp};
 use tally_tests::http::{header, json};
-use tally_tests::policies::PolicyFile;
+use tally_tests::policies::{get_with_key, PolicyFile};
 use tally_tests::redis::Value;
 use tally_tests::{text, Server};
 
@@ -356,13 +356,7 @@ async fn read_limits_are_their_own_budget() {
     assert_eq!(resp.status(), 200);
     assert!(header(&resp, "ratelimit").is_none());
     for path in ["/api/metrics/types", "/api/metrics/series?metric_type=cpu"] {
-        let resp = app
-            .client
-            .get(format!("{}{path}", app.base))
-            .header("x-api-key", &key)
-            .send()
-            .await
-            .unwrap();
+        let resp = get_with_key(&app, path, &key).await;
         assert_eq!(resp.status(), 429, "{path} shares the read budget");
     }
 }

@@ -9,7 +9,7 @@ use tally_api::config::Config;
 use tally_tests::api::metric;
 use tally_tests::cluster::Cluster;
 use tally_tests::http::json;
-use tally_tests::policies::PolicyFile;
+use tally_tests::policies::{get_with_key, PolicyFile};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn policies_keys_and_limits_check_work_across_shards() {
@@ -92,13 +92,7 @@ async fn policies_keys_and_limits_check_work_across_shards() {
     let revoked = std::time::Instant::now();
     for app in &apps {
         loop {
-            let resp = app
-                .client
-                .get(format!("{}/api/metrics/types", app.base))
-                .header("x-api-key", &key)
-                .send()
-                .await
-                .unwrap();
+            let resp = get_with_key(app, "/api/metrics/types", &key).await;
             if resp.status() == 401 {
                 break;
             }
