@@ -313,3 +313,91 @@ pub fn client_ip(req: &HttpRequest, trusted: &TrustedProxies) -> IpAddr {
         .collect();
     walk_forwarded_for(peer, &values, trusted)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_web::test::TestRequest;
+
+    fn caller(id: &str, tier: &str) -> Who {
+        Who::Keyed(Arc::new(Caller {
+            id: id.to_string(),
+            tier: tier.to_string(),
+        }))
+    }
+
+    #[test]
+    fn the_budget_follows_the_key_or_the_client_address_per_class() {
+        let v4 = Who::Anonymous("203.0.113.7".parse().unwrap());
+        let v6 = Who::Anonymous(client_identity("2001:db8:1:2::9".parse().unwrap()));
+        let keyed = caller("5b1e0c3a9d2f4e71", "pro");
+        let cases = [
+            (&v4, Class::Ingest, "ratelimit:203.0.113.7"),
+            (&v4, Class::Read, "ratelimit:read:203.0.113.7"),
+            (&v6, Class::Ingest, "ratelimit:2001:db8:1:2::"),
+            (
+                &keyed,
+                Class::Ingest,
+                "ratelimit:key:5b1e0c3a9d2f4e71:ingest",
+            ),
+            (&keyed, Class::Read, "ratelimit:key:5b1e0c3a9d2f4e71:read"),
+        ];
+        for (who, class, key) in cases {
+            assert_eq!(budget_key(who, class), key, "{who:?} {class:?}");
+        }
+        assert_eq!(
+            keys::ratelimit_shadow("probe", "ratelimit:key:5b1e0c3a9d2f4e71:ingest"),
+            "ratelimit:shadow:probe:key:5b1e0c3a9d2f4e71:ingest"
+        );
+    }
+
+    #[test]
+    fn the_client_address_is_the_peer_unless_a_trusted_proxy_forwards_it() {
+        let trusted = TrustedProxies::parse("10.0.0.0/8").unwrap();
+        let peer = |ip: &str| format!("{ip}:40000").parse().unwrap();
+        let cases: &[(&str, Option<&str>, &str)] = &[
+            ("198.51.100.1", None, "198.51.100.1"),
+            // An untrusted peer's X-Forwarded-For is ignored (spoofable).
+            ("198.51.100.1", Some("6.6.6.6"), "198.51.100.1"),
+            // A trusted proxy's is walked from the right.
+            ("10.0.0.1", Some("6.6.6.6, 203.0.113.7"), "203.0.113.7"),
+            ("10.0.0.1", Some("203.0.113.7, 10.0.0.9"), "203.0.113.7"),
+            ("10.0.0.1", None, "10.0.0.1"),
+        ];
+        for (from, xff, want) in cases {
+            let mut req = TestRequest::default().peer_addr(peer(from));
+            if let Some(xff) = xff {
+                req = req.insert_header((X_FORWARDED_FOR, *xff));
+            }
+            let req = req.to_http_request();
+            assert_eq!(
+                client_ip(&req, &trusted),
+                want.parse::<IpAddr>().unwrap(),
+                "{from} {xff:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_keyed_caller_is_in_its_tier_and_anyone_else_in_anonymous() {
+        let config = crate::config::Config {
+            policy_file: Some(
+                crate::config::policy_file::parse(
+                    "p.toml",
+                    "[tiers.pro]\n[tiers.anonymous]\n[tiers.team]\n",
+                )
+                .unwrap(),
+            ),
+            ..Default::default()
+        };
+        let policies = Policies::from_config(&config);
+        let anon = Who::Anonymous("203.0.113.7".parse().unwrap());
+        assert_eq!(tier_of(&policies, &anon).1.name, "anonymous");
+        let (i, t) = tier_of(&policies, &caller("a", "team"));
+        assert_eq!(
+            (t.name.as_str(), &policies.tiers[i].name),
+            ("team", &t.name)
+        );
+        assert_eq!(tier_of(&policies, &caller("a", "pro")).1.name, "pro");
+    }
+}
