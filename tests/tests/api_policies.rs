@@ -76,13 +76,25 @@ async fn limits_check(
     req.send().await.expect("POST /api/limits/check")
 }
 
-/// Every key in Redis.
+/// Every key in Redis (a full SCAN).
 fn all_keys(server: &Server) -> Vec<String> {
     let mut c = server.conn();
-    let v = server.run(&mut c, &["KEYS", "*"]).expect("KEYS");
-    match v {
-        Value::Array(keys) => keys.iter().map(text).collect(),
-        other => panic!("{other:?}"),
+    let (mut cursor, mut keys) = ("0".to_string(), Vec::new());
+    loop {
+        let v = server
+            .run(&mut c, &["SCAN", &cursor, "COUNT", "1000"])
+            .expect("SCAN");
+        let Value::Array(parts) = v else {
+            panic!("SCAN: {v:?}")
+        };
+        let Value::Array(page) = &parts[1] else {
+            panic!("SCAN page: {parts:?}")
+        };
+        keys.extend(page.iter().map(text));
+        cursor = text(&parts[0]);
+        if cursor == "0" {
+            return keys;
+        }
     }
 }
 
