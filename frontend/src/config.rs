@@ -5,8 +5,10 @@
 use std::fmt;
 use std::time::Duration;
 
+pub mod policy_file;
 mod proxies;
 
+pub use policy_file::PolicyFile;
 pub use proxies::{canonical, TrustedProxies};
 
 /// Everything the API reads from its environment.
@@ -54,6 +56,9 @@ pub struct Config {
     /// `WORKERS`: actix worker threads, each with its own Redis connections; `None` = one per
     /// CPU (actix's default). Not in SPEC §3: an addition.
     pub workers: Option<usize>,
+    /// `POLICY_FILE` (SPEC §8): named policies and tiers, read and validated at start-up;
+    /// `None` = one policy `default` (`RATE_LIMIT` per `RATE_WINDOW`) on ingest, per client IP.
+    pub policy_file: Option<PolicyFile>,
 }
 
 impl Default for Config {
@@ -79,6 +84,7 @@ impl Default for Config {
             batch_max: 1000,
             max_types: 10_000,
             workers: None,
+            policy_file: None,
         }
     }
 }
@@ -217,6 +223,13 @@ impl Config {
             workers: match var("WORKERS") {
                 Some(_) => Some(int(&var, "WORKERS", 1, 1024, 1)? as usize),
                 None => d.workers,
+            },
+            policy_file: match var("POLICY_FILE") {
+                Some(path) => Some(
+                    policy_file::read(path.trim())
+                        .map_err(|e| bad("POLICY_FILE", e.to_string()))?,
+                ),
+                None => None,
             },
         })
     }

@@ -24,8 +24,11 @@ const LAYERS: &[(&str, u8)] = &[
     ("ratelimit", 2),
     ("payload", 2),
     ("known_types", 2),
+    ("policies", 2),
+    ("apikeys", 2),
     ("routes", 3),
     ("startup", 4),
+    ("cli", 4),
 ];
 
 const MAX_LINES: usize = 700;

@@ -1,10 +1,13 @@
 //! tally-api: the HTTP front end of tally. REST endpoints map onto the module's commands
 //! (`METRIC.*`, `RATELIMIT.*`); `/external` is guarded by a circuit breaker.
 
+pub mod apikeys;
 pub mod breaker;
+pub mod cli;
 pub mod config;
 pub mod known_types;
 pub mod payload;
+pub mod policies;
 pub mod ratelimit;
 pub mod routes;
 pub mod startup;

@@ -1,4 +1,4 @@
-//! config -> telemetry -> startup, nothing else.
+//! config -> telemetry -> startup, nothing else; `tally-api keys ...` runs the key CLI.
 
 use std::process::ExitCode;
 
@@ -20,6 +20,10 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("keys") {
+        return tally_api::cli::keys(&config, &args[1..]).await;
+    }
     telemetry::init_logging();
     let app = match Application::build(config).await {
         Ok(app) => app,

@@ -1,6 +1,5 @@
-//! Rate limiting over `RATELIMIT.CHECK`: who the client is, the policy, and what a decision
-//! means for the IETF draft headers (`RateLimit-Policy`, `RateLimit`, `Retry-After`; the route
-//! layer, `routes::limit`, sends the one module call and writes the headers).
+//! Who an anonymous client is, for rate limiting (the policies and the headers are in
+//! `crate::policies`; the route layer, `routes::limit`, sends the module call and writes them).
 //!
 //! The client is the TCP peer. `X-Forwarded-For` is read only when the peer is a trusted proxy
 //! (`TRUSTED_PROXIES`), and then walked from the right, skipping trusted proxies: the first
@@ -15,54 +14,6 @@ use std::net::{IpAddr, Ipv6Addr};
 
 use crate::config::canonical;
 pub use crate::config::TrustedProxies;
-pub use crate::store::Decision;
-
-/// The configured policy: `limit` requests per `window_s` seconds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Policy {
-    pub limit: u64,
-    pub window_s: u64,
-}
-
-impl Policy {
-    pub fn new(limit: u64, window_s: u64) -> Policy {
-        Policy { limit, window_s }
-    }
-
-    pub fn window_ms(&self) -> u64 {
-        self.window_s * 1000
-    }
-
-    /// The `RateLimit-Policy` header's value.
-    pub fn policy_value(&self) -> String {
-        format!("\"default\";q={};w={}", self.limit, self.window_s)
-    }
-
-    /// `Retry-After` of a denied `decision`, in whole seconds, at least 1. A request that can
-    /// never be allowed (its cost exceeds the limit, retry_after_ms = -1) is told to wait one
-    /// window.
-    pub fn retry_after_s(&self, decision: &Decision) -> i64 {
-        if decision.retry_after_ms < 0 {
-            return self.window_s as i64;
-        }
-        ceil_s(decision.retry_after_ms).max(1)
-    }
-}
-
-/// The `RateLimit` header's value for `decision`: the remaining budget and the seconds until
-/// it is whole again.
-pub fn ratelimit_value(decision: &Decision) -> String {
-    format!(
-        "\"default\";r={};t={}",
-        decision.remaining.max(0),
-        ceil_s(decision.reset_after_ms)
-    )
-}
-
-/// Whole seconds, rounded up.
-fn ceil_s(ms: i64) -> i64 {
-    (ms.max(0) + 999) / 1000
-}
 
 /// Length of the IPv6 prefix that identifies one client.
 pub const IPV6_CLIENT_PREFIX: u32 = 64;
@@ -193,36 +144,5 @@ mod tests {
             walk_forwarded_for(peer, &["2001:db8::2"], &t),
             ip("2001:db8::2")
         );
-    }
-
-    #[test]
-    fn retry_after_is_whole_seconds_and_at_least_one() {
-        let policy = Policy::new(5, 60);
-        let denied = |retry_after_ms| Decision {
-            allowed: false,
-            limit: 5,
-            remaining: 0,
-            retry_after_ms,
-            reset_after_ms: 60_000,
-        };
-        assert_eq!(policy.retry_after_s(&denied(1)), 1);
-        assert_eq!(policy.retry_after_s(&denied(0)), 1);
-        assert_eq!(policy.retry_after_s(&denied(1000)), 1);
-        assert_eq!(policy.retry_after_s(&denied(1001)), 2);
-        assert_eq!(policy.retry_after_s(&denied(-1)), 60);
-    }
-
-    #[test]
-    fn the_header_values_follow_the_ietf_draft() {
-        let policy = Policy::new(5, 60);
-        assert_eq!(policy.policy_value(), "\"default\";q=5;w=60");
-        let d = Decision {
-            allowed: true,
-            limit: 5,
-            remaining: 3,
-            retry_after_ms: 0,
-            reset_after_ms: 59_001,
-        };
-        assert_eq!(ratelimit_value(&d), "\"default\";r=3;t=60");
     }
 }

@@ -13,7 +13,7 @@ use actix_web::{web, App, HttpServer};
 use crate::breaker::{Breaker, Clock, SystemClock, DEFAULT_TRIAL_CALLS};
 use crate::config::Config;
 use crate::known_types::KnownTypes;
-use crate::ratelimit::Policy;
+use crate::policies::Policies;
 use crate::routes::deadline::{self, Connection, KEEP_ALIVE, REQUEST_DEADLINE};
 use crate::routes::limit::Limiter;
 use crate::routes::{self, AppState};
@@ -88,7 +88,11 @@ impl Application {
             clock,
         ));
         let telemetry = Arc::new(Telemetry::new(&routes::LABELS));
-        let limiter = Limiter::new(Policy::new(config.rate_limit, config.rate_window_s));
+        let policies = Policies::from_config(&config);
+        telemetry
+            .policy_decisions
+            .set_names(policies.rules.iter().map(|r| r.name.clone()).collect());
+        let limiter = Limiter::new(policies);
         // Access lines are info records of actix's logger: when `RUST_LOG` hides them, the
         // middleware is left out rather than formatting each request for nothing.
         let access_log = log::log_enabled!(target: ACCESS_LOG_TARGET, log::Level::Info);

@@ -8,6 +8,9 @@ use std::time::Duration;
 
 use crate::breaker::{Breaker, State};
 
+mod policy_decisions;
+pub use policy_decisions::{PolicyDecisions, PolicyOutcome};
+
 /// Starts logging; `RUST_LOG` wins, else `info`. Safe to call twice (tests).
 pub fn init_logging() {
     let _ = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
@@ -57,6 +60,8 @@ pub struct Telemetry {
     rate_allowed: AtomicU64,
     rate_denied: AtomicU64,
     external: [AtomicU64; 3],
+    /// Per named policy (SPEC section 8).
+    pub policy_decisions: PolicyDecisions,
 }
 
 impl Telemetry {
@@ -68,6 +73,7 @@ impl Telemetry {
             rate_allowed: AtomicU64::new(0),
             rate_denied: AtomicU64::new(0),
             external: Default::default(),
+            policy_decisions: PolicyDecisions::default(),
         }
     }
 
@@ -172,6 +178,7 @@ impl Telemetry {
             self.rate_allowed.load(Ordering::Relaxed),
             self.rate_denied.load(Ordering::Relaxed),
         );
+        self.policy_decisions.render(out);
     }
 
     /// `tally_external_calls_total`.

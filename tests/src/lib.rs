@@ -21,6 +21,7 @@ pub mod docker;
 pub mod http;
 /// Load tallies and waits on observable state for the fault suites.
 pub mod load;
+pub mod policies;
 /// The guard of every child process: killed on drop, its log printed on failure.
 pub mod process;
 /// The one seeded generator.

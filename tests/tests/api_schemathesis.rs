@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use tally_api::routes::docs::OPENAPI;
 use tally_tests::api::ApiProc;
+use tally_tests::policies::PolicyFile;
 use tally_tests::process::run_bounded;
 use tally_tests::{workspace_root, Server, TempDir};
 
@@ -70,9 +71,21 @@ fn schemathesis_finds_nothing_the_openapi_document_does_not_allow() {
         }
     };
     let server = Server::start();
+    // With a policy file and an API key on every request, so that `POST /api/limits/check`
+    // (401 without a key) is exercised too: the key's tier limits ingest and reads far above
+    // what the run sends; `burst` and `hour` make the document's example a valid request.
+    let policies = PolicyFile::new(
+        "[policies]\nbig = { limit = 1000000000, window = \"1m\" }\n\
+         burst = { limit = 1000000000, window = \"1s\" }\nhour = { limit = 1000000000, window = \"1h\" }\n\
+         [tiers.anonymous]\ningest = [\"big\"]\n\
+         [tiers.fuzz]\ningest = [\"big\"]\nread = [\"big\"]\n",
+    );
+    let (key, _) = policies.create_key(&server.url(), &[], "fuzz", "schemathesis");
+    let authorization = format!("Authorization: Bearer {key}");
     let api = ApiProc::start(
         &server.url(),
         &[
+            ("POLICY_FILE", policies.path.as_str()),
             // The logic, not the limiter, is what the run exercises.
             ("RATE_LIMIT", "1000000000"),
             // Both branches of /external's answer, and the breaker opening.
@@ -104,6 +117,8 @@ fn schemathesis_finds_nothing_the_openapi_document_does_not_allow() {
         "--generation-database",
         "none",
         "--no-color",
+        "-H",
+        &authorization,
     ]
     .iter()
     .map(|s| s.to_string())

@@ -24,7 +24,8 @@ struct Expected {
 }
 
 const POLICY_ARGS: &str =
-    "key:key#0 policy:block[multiple]{limit:integer window_ms:integer} cost:integer(COST)[optional]";
+    "key:key#0 policy:block[multiple]{limit:integer window_ms:integer} cost:integer(COST)[optional] \
+     policies:pure-token(POLICIES)[optional]";
 
 const EXPECTED: &[Expected] = &[
     Expected {
@@ -44,7 +45,7 @@ const EXPECTED: &[Expected] = &[
         arity: -4,
         key_flags: &["RO", "access"],
         args: POLICY_ARGS,
-        call: &["rl", "10", "1000"],
+        call: &["rl", "10", "1000", "POLICIES"],
         acl: &["@read", "@fast"],
     },
     Expected {

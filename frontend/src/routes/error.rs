@@ -26,6 +26,8 @@ pub enum ApiError {
     UnsupportedMediaType,
     /// 429: over the rate limit.
     RateLimited(Denied),
+    /// 401: an unknown or revoked API key (`WWW-Authenticate: Bearer`).
+    Unauthorized,
     /// 503: Redis (or the module) did not acknowledge; the request may or may not have landed.
     Unavailable(String),
     /// 409: the metric type's key holds a value that is not a metric series.
@@ -72,6 +74,7 @@ impl fmt::Display for ApiError {
             }
             ApiError::UnsupportedMediaType => f.write_str("Content-Type must be application/json"),
             ApiError::RateLimited(_) => f.write_str("Too many requests"),
+            ApiError::Unauthorized => f.write_str("invalid API key"),
             ApiError::NotFound => f.write_str("Not Found"),
             ApiError::MethodNotAllowed { .. } => f.write_str("Method Not Allowed"),
         }
@@ -155,6 +158,7 @@ impl ResponseError for ApiError {
             }
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::NotFound => StatusCode::NOT_FOUND,
@@ -165,7 +169,16 @@ impl ResponseError for ApiError {
     fn error_response(&self) -> HttpResponse {
         let mut builder = HttpResponse::build(self.status_code());
         match self {
-            ApiError::RateLimited(denied) => denied.write_headers(&mut builder),
+            ApiError::RateLimited(denied) => {
+                denied.write_headers(&mut builder);
+                if let Some(body) = denied.body() {
+                    return builder.content_type(header::ContentType::json()).body(body);
+                }
+            }
+            ApiError::Unauthorized => {
+                builder
+                    .insert_header((header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer")));
+            }
             ApiError::MethodNotAllowed { allow } => {
                 builder.insert_header((header::ALLOW, HeaderValue::from_static(allow)));
             }

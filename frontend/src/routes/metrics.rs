@@ -12,6 +12,7 @@ use chrono::{DateTime, SecondsFormat};
 use serde::{Deserialize, Serialize};
 
 use crate::payload::{self, MAX_TYPE_LEN, METRIC_BODY_LIMIT};
+use crate::policies::Class;
 use crate::routes::body::read_json;
 use crate::routes::error::ApiError;
 use crate::routes::limit;
@@ -32,7 +33,7 @@ pub async fn post_metric(
         .known
         .admit(&state.store, &[metric.kind.as_str()])
         .await?;
-    let granted = limit::enforce(&state, &req, 1).await?;
+    let granted = limit::enforce(&state, &req, Class::Ingest, 1).await?;
     state
         .known
         .add_metric(&state.store, &admitted, &metric)
@@ -58,7 +59,7 @@ pub async fn post_batch(
     let metrics = payload::parse_batch(&body, state.config.batch_max)?;
     let kinds: Vec<&str> = metrics.iter().map(|m| m.kind.as_str()).collect();
     let admitted = state.known.admit(&state.store, &kinds).await?;
-    let granted = limit::enforce(&state, &req, metrics.len() as u64).await?;
+    let granted = limit::enforce(&state, &req, Class::Ingest, metrics.len() as u64).await?;
     state
         .known
         .add_metrics(&state.store, &admitted, &metrics)
@@ -160,6 +161,7 @@ pub async fn summary(
         .as_deref()
         .map(|w| positive_seconds(w, "window"))
         .transpose()?;
+    let granted = limit::enforce(&state, &req, Class::Read, 1).await?;
     // Saturating: a window too large for u64 ms is beyond any retention, and the module says so.
     let s = match state
         .store
@@ -174,7 +176,9 @@ pub async fn summary(
         }) => return Err(window_refused(max)),
         Err(e) => return Err(e.into()),
     };
-    Ok(HttpResponse::Ok().json(SummaryBody {
+    let mut resp = HttpResponse::Ok();
+    granted.write_headers(&mut resp);
+    Ok(resp.json(SummaryBody {
         kind,
         window,
         count: s.count,

@@ -27,6 +27,7 @@ pub mod error;
 pub mod external;
 pub mod health;
 pub mod limit;
+pub mod limits_check;
 pub mod metrics;
 pub mod prometheus;
 pub mod series;
@@ -101,7 +102,7 @@ impl Route {
 }
 
 /// Every endpoint (SPEC §5; the OpenAPI document describes the same list).
-pub const ROUTES: [Route; 10] = [
+pub const ROUTES: [Route; 11] = [
     Route::get("/health", |r| r.to(health::health)),
     Route::post("/api/metrics", |r| r.to(metrics::post_metric)),
     Route::get("/api/metrics/summary", |r| r.to(metrics::summary)),
@@ -112,6 +113,7 @@ pub const ROUTES: [Route; 10] = [
     Route::get("/metrics", |r| r.to(prometheus::metrics)),
     Route::get("/openapi.json", |r| r.to(docs::openapi)),
     Route::get("/docs", |r| r.to(docs::docs)),
+    Route::post("/api/limits/check", |r| r.to(limits_check::check)),
 ];
 
 /// The telemetry label of every path that is not a route (so scans cannot blow up the label

@@ -7,7 +7,9 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
 
 use crate::payload::parse_timestamp;
+use crate::policies::Class;
 use crate::routes::error::ApiError;
+use crate::routes::limit;
 use crate::routes::metrics::{metric_type, parse_query, positive_seconds, rfc3339};
 use crate::routes::AppState;
 
@@ -109,6 +111,7 @@ pub async fn series(
         query.bucket.as_deref(),
         now_ms(),
     )?;
+    let granted = limit::enforce(&state, &req, Class::Read, 1).await?;
     // A refusal by the module (StoreError::Refused) is a 422 too.
     let points = state
         .store
@@ -124,7 +127,9 @@ pub async fn series(
             sum: p.sum,
         })
         .collect();
-    Ok(HttpResponse::Ok().json(SeriesBody {
+    let mut resp = HttpResponse::Ok();
+    granted.write_headers(&mut resp);
+    Ok(resp.json(SeriesBody {
         kind,
         bucket: bucket_ms / 1000,
         points,

@@ -8,6 +8,12 @@
 //! | `tally:types` | set of metric type names (the type index, at most `MAX_TYPES` members) | a POST of a new type (a Lua script: add only if the set stays within `MAX_TYPES`); read by `GET /api/metrics/types` (`SMEMBERS`) |
 //! | `tally:types:built` | string `1` | set once the index holds every type that was in the keyspace (built by one `SCAN ... TYPE tally-met` when missing) |
 //! | `tally:health` | never written | `/health` reads it (`METRIC.SUMMARY`) to prove the module answers |
+//! | `ratelimit:read:<client-ip>` | rate-limit log | an anonymous client's read class (with `POLICY_FILE`) |
+//! | `ratelimit:key:<key id>:<class>` | rate-limit log | a keyed request's budget of one class (`ingest`, `read`) |
+//! | `ratelimit:shadow:<policy>:<rest of the budget's key>` | rate-limit log | a shadow policy, evaluated alone |
+//! | `ratelimit:svc:<key id>:<subject>` | rate-limit log | `POST /api/limits/check` of one calling key |
+//! | `tally:apikey:<sha256 hex of the key>` | hash `id`, `name`, `tier`, `created_ms` | `tally-api keys create` (deleted by `revoke`); the API reads it (`HGETALL`) |
+//! | `tally:apikeys` | hash id -> sha256 hex | the key index, for `keys list` / `keys revoke` (never read by the server) |
 //!
 //! The index is one key, so in cluster mode it lives on one shard and covers every shard's
 //! series. It is never pruned by the API: a type whose series was deleted or expired stays
@@ -43,6 +49,39 @@ pub fn ratelimit(client: IpAddr) -> String {
     key.push_str(RATELIMIT_PREFIX);
     let _ = write!(key, "{client}");
     key
+}
+
+/// Prefix of API key records.
+pub const API_KEY_PREFIX: &str = "tally:apikey:";
+/// The index of API keys (id -> digest).
+pub const API_KEY_INDEX: &str = "tally:apikeys";
+
+/// `tally:apikey:<sha256 hex>`.
+pub fn api_key(digest_hex: &str) -> String {
+    format!("{API_KEY_PREFIX}{digest_hex}")
+}
+
+/// `ratelimit:read:<client-ip>`: an anonymous client's read budget.
+pub fn ratelimit_read(client: IpAddr) -> String {
+    format!("{RATELIMIT_PREFIX}read:{client}")
+}
+
+/// `ratelimit:key:<id>:<class>`: a keyed budget.
+pub fn ratelimit_key(id: &str, class: &str) -> String {
+    format!("{RATELIMIT_PREFIX}key:{id}:{class}")
+}
+
+/// `ratelimit:shadow:<policy>:<budget key without ratelimit:>`: a shadow policy's own log.
+pub fn ratelimit_shadow(policy: &str, budget_key: &str) -> String {
+    let rest = budget_key
+        .strip_prefix(RATELIMIT_PREFIX)
+        .unwrap_or(budget_key);
+    format!("{RATELIMIT_PREFIX}shadow:{policy}:{rest}")
+}
+
+/// `ratelimit:svc:<id>:<subject>`: a subject of `/api/limits/check` under one calling key.
+pub fn ratelimit_service(id: &str, subject: &str) -> String {
+    format!("{RATELIMIT_PREFIX}svc:{id}:{subject}")
 }
 
 /// The Redis Cluster hash slot of `key` (CRC16/XMODEM mod 16384, honouring a `{tag}` the

@@ -67,12 +67,14 @@ use crate::config::Config;
 mod error;
 mod index;
 pub mod keys;
+mod limits;
 mod reply;
 mod single;
 mod tls;
 
 pub use error::{Argument, InvalidUrl, StoreError};
 pub use index::TypeIndex;
+pub use limits::{KeyRecord, PolicyState};
 pub use reply::{parse_decision, parse_points, parse_summary, Decision, Metric, Point, Summary};
 pub use single::{WAIT_CONNECTIONS, WAIT_IDLE};
 

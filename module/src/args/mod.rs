@@ -44,6 +44,18 @@ impl<'a> Args<'a> {
         self.rest.get(self.next).copied()
     }
 
+    /// Whether the last argument not yet read is `keyword` (any case); if so it is consumed,
+    /// and the arguments before it are read as if it were not there (a trailing flag).
+    pub fn strip_last_keyword(&mut self, keyword: &str) -> bool {
+        match self.rest.split_last() {
+            Some((last, before)) if self.left() > 0 && is_keyword(last, keyword) => {
+                self.rest = before;
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Reads the next argument.
     pub fn next_arg(&mut self) -> Option<&'a [u8]> {
         let arg = self.peek()?;

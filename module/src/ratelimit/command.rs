@@ -3,7 +3,7 @@
 
 use std::ffi::CStr;
 
-use tally_core::ratelimit::{Decision, Log, Policy, MAX_AMOUNT, MAX_WINDOW_MS};
+use tally_core::ratelimit::{Decision, Log, Policy, PolicyState, MAX_AMOUNT, MAX_WINDOW_MS};
 
 use crate::args::{self, Args};
 use crate::command::{key, Command, DocArg, Docs, Env};
@@ -12,11 +12,14 @@ use crate::effects;
 use crate::error::{Error, Result};
 use crate::server::{self, Arg, Call, Reply};
 
-/// The arguments of CHECK and PEEK: `key limit window_ms [limit window_ms ...] [COST cost]`.
+/// The arguments of CHECK and PEEK:
+/// `key limit window_ms [limit window_ms ...] [COST cost] [POLICIES]`.
 #[derive(Debug)]
 pub(crate) struct Request {
     pub policies: Policies,
     pub cost: u64,
+    /// `POLICIES`: the reply gains each policy's state.
+    pub states: bool,
 }
 
 /// The documented grammar of CHECK and PEEK (what `Request::parse` reads).
@@ -28,6 +31,7 @@ const REQUEST_ARGS: &[DocArg] = &[
     )
     .multiple(),
     DocArg::integer(c"cost").token(c"COST").optional(),
+    DocArg::pure_token(c"policies", c"POLICIES").optional(),
 ];
 
 impl Request {
@@ -36,6 +40,7 @@ impl Request {
         if args.argc() < 4 {
             return Err(Error::WrongArity);
         }
+        let states = args.strip_last_keyword("POLICIES");
         let mut policies = Policies::default();
         let mut cost = 1;
         while let Some(arg) = args.next_arg() {
@@ -45,6 +50,9 @@ impl Request {
                 }
                 cost = args.non_negative("cost")?;
                 break;
+            }
+            if args::is_keyword(arg, "POLICIES") {
+                return Err(Error::custom("POLICIES takes no value and must come last"));
             }
             let Some(window) = args.next_arg() else {
                 return Err(Error::custom("every limit needs a window_ms"));
@@ -57,14 +65,19 @@ impl Request {
         if policies.is_empty() {
             return Err(Error::WrongArity);
         }
-        Ok(Request { policies, cost })
+        Ok(Request {
+            policies,
+            cost,
+            states,
+        })
     }
 }
 
-/// `RATELIMIT.CHECK key limit window_ms [limit window_ms ...] [COST cost]`
+/// `RATELIMIT.CHECK key limit window_ms [limit window_ms ...] [COST cost] [POLICIES]`
 ///
 /// Allowed iff every policy's window holds at most `limit - cost`; then `cost` is recorded at
-/// the server's time. Reply: allowed, limit, remaining, retry_after_ms, reset_after_ms.
+/// the server's time. Reply: allowed, limit, remaining, retry_after_ms, reset_after_ms, and
+/// with `POLICIES` each policy's limit, window_ms, remaining and reset_after_ms after the call.
 #[derive(Debug)]
 pub(crate) struct Check(pub Request);
 
@@ -72,7 +85,7 @@ impl Command for Check {
     const NAME: &'static CStr = c"RATELIMIT.CHECK";
     const FLAGS: &'static str = "write deny-oom fast";
     const DOCS: Docs = Docs {
-        summary: c"Allows and records `cost` if every sliding-window policy has room for it; replies allowed, limit, remaining, retry_after_ms, reset_after_ms",
+        summary: c"Allows and records `cost` if every sliding-window policy has room for it; replies allowed, limit, remaining, retry_after_ms, reset_after_ms (and with POLICIES every policy's state)",
         complexity: c"O(P + E): P policies, E expired entries dropped",
         arity: -4,
         key: key::RW | key::ACCESS | key::UPDATE,
@@ -86,18 +99,31 @@ impl Command for Check {
 
     #[inline]
     fn execute(self, call: &Call, _: &Env) -> Result<()> {
-        let Request { policies, cost } = self.0;
+        let Request {
+            policies,
+            cost,
+            states,
+        } = self.0;
         let policies = policies.as_slice();
         let mut key = call.write_key(1);
         let now = server::now_ms();
+        // With POLICIES, the states are read from the log after the call (nothing more to
+        // record): what a client sees is what the next call starts from.
+        let mut after = Vec::new();
         let (decision, recorded, expires_at) = match key.value::<Log>(&LOG_TYPE)? {
             Some(log) => {
                 let (d, recorded) = log.check(now, policies, cost);
+                if states {
+                    after.extend(log.states(now, policies, 0));
+                }
                 (d, recorded, log.expires_at_ms())
             }
             None => {
                 let mut log = Log::new();
                 let (d, recorded) = log.check(now, policies, cost);
+                if states {
+                    after.extend(log.states(now, policies, 0));
+                }
                 let expires_at = log.expires_at_ms();
                 if recorded {
                     key.set_value(&LOG_TYPE, log)?;
@@ -126,14 +152,15 @@ impl Command for Check {
                 effects::skip(call);
             }
         }
-        write_decision(&call.reply, &decision);
+        write_decision(&call.reply, &decision, states.then_some(&after[..]));
         Ok(())
     }
 }
 
-/// `RATELIMIT.PEEK key limit window_ms [limit window_ms ...] [COST cost]`
+/// `RATELIMIT.PEEK key limit window_ms [limit window_ms ...] [COST cost] [POLICIES]`
 ///
-/// The reply CHECK would give now; records nothing.
+/// The reply CHECK would give now (with `POLICIES`, the states it would leave); records
+/// nothing.
 #[derive(Debug)]
 pub(crate) struct Peek(pub Request);
 
@@ -155,15 +182,27 @@ impl Command for Peek {
 
     #[inline]
     fn execute(self, call: &Call, _: &Env) -> Result<()> {
-        let Request { policies, cost } = self.0;
+        let Request {
+            policies,
+            cost,
+            states,
+        } = self.0;
         let policies = policies.as_slice();
         let mut key = call.read_key(1);
         let now = server::now_ms();
-        let decision = match key.value::<Log>(&LOG_TYPE)? {
-            Some(log) => log.peek(now, policies, cost),
-            None => Log::new().peek(now, policies, cost),
+        let empty = Log::new();
+        let log = match key.value::<Log>(&LOG_TYPE)? {
+            Some(log) => &*log,
+            None => &empty,
         };
-        write_decision(&call.reply, &decision);
+        let decision = log.peek(now, policies, cost);
+        let after: Vec<PolicyState> = if states {
+            let recorded = if decision.allowed { cost } else { 0 };
+            log.states(now, policies, recorded).collect()
+        } else {
+            Vec::new()
+        };
+        write_decision(&call.reply, &decision, states.then_some(&after[..]));
         Ok(())
     }
 }
@@ -271,7 +310,8 @@ impl Policies {
     }
 }
 
-fn write_decision(reply: &Reply, d: &Decision) {
+/// The reply of CHECK and PEEK: five fields, and with `POLICIES` a sixth, `policies`.
+fn write_decision(reply: &Reply, d: &Decision, states: Option<&[PolicyState]>) {
     let fields: [(&str, i64); 5] = [
         ("allowed", i64::from(d.allowed)),
         ("limit", d.limit as i64),
@@ -279,16 +319,48 @@ fn write_decision(reply: &Reply, d: &Decision) {
         ("retry_after_ms", d.retry_after_ms),
         ("reset_after_ms", d.reset_after_ms.min(MAX_AMOUNT) as i64),
     ];
+    let len = fields.len() + usize::from(states.is_some());
     if reply.resp3() {
-        reply.record(fields.len());
+        reply.record(len);
         for (name, v) in fields {
             reply.field(name);
             reply.int(v);
         }
     } else {
-        reply.array(fields.len());
+        reply.array(len);
         for (_, v) in fields {
             reply.int(v);
+        }
+    }
+    if let Some(states) = states {
+        if reply.resp3() {
+            reply.field("policies");
+        }
+        write_states(reply, states);
+    }
+}
+
+/// `policies`: per policy `[limit, window_ms, remaining, reset_after_ms]` (RESP3: a map).
+fn write_states(reply: &Reply, states: &[PolicyState]) {
+    reply.array(states.len());
+    for s in states {
+        let fields: [(&str, i64); 4] = [
+            ("limit", s.limit as i64),
+            ("window_ms", s.window_ms as i64),
+            ("remaining", s.remaining.min(MAX_AMOUNT) as i64),
+            ("reset_after_ms", s.reset_after_ms.min(MAX_AMOUNT) as i64),
+        ];
+        if reply.resp3() {
+            reply.record(fields.len());
+            for (name, v) in fields {
+                reply.field(name);
+                reply.int(v);
+            }
+        } else {
+            reply.array(fields.len());
+            for (_, v) in fields {
+                reply.int(v);
+            }
         }
     }
 }

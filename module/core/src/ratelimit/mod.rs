@@ -6,4 +6,4 @@ pub mod log;
 #[cfg(test)]
 mod proptests;
 
-pub use log::{Decision, Log, Policy, MAX_AMOUNT, MAX_WINDOW_MS};
+pub use log::{Decision, Log, Policy, PolicyState, MAX_AMOUNT, MAX_WINDOW_MS};

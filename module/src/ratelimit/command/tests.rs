@@ -134,6 +134,59 @@ fn check_and_peek_refuse_bad_arguments_with_the_exact_message() {
     }
 }
 
+/// Whether CHECK and PEEK both read the `POLICIES` flag from `words`, and what else.
+fn flagged(words: &[&str]) -> (Parsed, bool) {
+    let check = parse::<Check>(&[&["RATELIMIT.CHECK"], words].concat(), &CLIENT).unwrap();
+    let peek = parse::<Peek>(&[&["RATELIMIT.PEEK"], words].concat(), &CLIENT).unwrap();
+    assert_eq!(check.0.states, peek.0.states, "{words:?}");
+    (request(words), check.0.states)
+}
+
+#[test]
+fn policies_is_an_optional_trailing_flag_after_cost() {
+    let cases: &[(&[&str], (Parsed, bool))] = &[
+        (&["k", "5", "1000"], ((vec![pol(5, 1000)], 1), false)),
+        (
+            &["k", "5", "1000", "POLICIES"],
+            ((vec![pol(5, 1000)], 1), true),
+        ),
+        (
+            &["k", "5", "1000", "policies"],
+            ((vec![pol(5, 1000)], 1), true),
+        ),
+        (
+            &["k", "5", "1000", "60", "60000", "COST", "2", "POLICIES"],
+            ((vec![pol(5, 1000), pol(60, 60_000)], 2), true),
+        ),
+    ];
+    for (words, want) in cases {
+        assert_eq!(&flagged(words), want, "{words:?}");
+    }
+    let errors: &[(&[&str], &str)] = &[
+        (&["k", "POLICIES"], ARITY),
+        (&["k", "5", "POLICIES"], "ERR every limit needs a window_ms"),
+        (
+            &["k", "5", "1000", "POLICIES", "COST", "1"],
+            "ERR POLICIES takes no value and must come last",
+        ),
+        (
+            &["k", "5", "1000", "COST", "POLICIES"],
+            "ERR COST takes one value and must come last",
+        ),
+        (
+            &["k", "5", "1000", "POLICIES", "POLICIES"],
+            "ERR POLICIES takes no value and must come last",
+        ),
+        (
+            &["k", "5", "1000", "POLICIES", "6", "1000"],
+            "ERR POLICIES takes no value and must come last",
+        ),
+    ];
+    for (words, want) in errors {
+        assert_eq!(request_error(words), *want, "{words:?}");
+    }
+}
+
 #[test]
 fn record_takes_exactly_now_cost_and_horizon() {
     assert_eq!(

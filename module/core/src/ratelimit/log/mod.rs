@@ -45,6 +45,16 @@ pub struct Decision {
     pub reset_after_ms: u64,
 }
 
+/// One policy's state as the `POLICIES` flag reports it: its limit and window, what it still
+/// allows and the ms until its window holds nothing recorded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PolicyState {
+    pub limit: u64,
+    pub window_ms: u64,
+    pub remaining: u64,
+    pub reset_after_ms: u64,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Log(Repr);
 
@@ -159,6 +169,21 @@ impl Log {
         (decision, recorded)
     }
 
+    /// Each policy's state at `now_ms` once `recorded` (0 for none) is recorded as CHECK
+    /// records it: on the log after a CHECK, `recorded` is 0; a PEEK passes the cost its
+    /// decision would record (`cost` when allowed, else 0), so it reports what CHECK would.
+    pub fn states<'a>(
+        &'a self,
+        now_ms: u64,
+        policies: &'a [Policy],
+        recorded: u64,
+    ) -> impl Iterator<Item = PolicyState> + 'a {
+        let any = self.view();
+        policies
+            .iter()
+            .map(move |p| with_view!(any, v => v.state(now_ms, p, recorded)))
+    }
+
     /// Appends `cost` at `max(now_ms, newest)` (the log stays ordered if the clock steps
     /// back), after dropping entries older than the horizon. This is the replicated effect of
     /// an allowed CHECK: deterministic given the log, `now_ms`, `cost` and `horizon_ms`.
@@ -253,6 +278,24 @@ impl<T: Copy + Into<u64>> View<'_, T> {
             retry_after_ms: 0,
             reset_after_ms: 0,
         })
+    }
+
+    /// See `Log::states`.
+    fn state(&self, now_ms: u64, p: &Policy, recorded: u64) -> PolicyState {
+        let start = self.window_start(now_ms, p.window_ms);
+        let used = self.cost_between(start, self.end());
+        let (used, newest) = if recorded > 0 {
+            let at = self.newest().map_or(now_ms, |t| t.max(now_ms));
+            (used.saturating_add(recorded), Some(at))
+        } else {
+            (used, (start < self.end()).then(|| self.ts(self.end() - 1)))
+        };
+        PolicyState {
+            limit: p.limit,
+            window_ms: p.window_ms,
+            remaining: p.limit.saturating_sub(used),
+            reset_after_ms: newest.map_or(0, |t| t + p.window_ms - now_ms),
+        }
     }
 
     /// One past the index of the newest entry.

@@ -582,3 +582,67 @@ fn in_any_window_the_recorded_cost_never_exceeds_the_limit() {
         }
     }
 }
+
+fn state(limit: u64, window_ms: u64, remaining: u64, reset_after_ms: u64) -> PolicyState {
+    PolicyState {
+        limit,
+        window_ms,
+        remaining,
+        reset_after_ms,
+    }
+}
+
+#[test]
+fn states_report_every_policy_after_the_call_and_peek_agrees_with_check() {
+    let p = [pol(10, 1000), pol(100, 60_000), pol(3, 500)];
+    let mut log = Log::new();
+    // Empty: full budgets, nothing to reset.
+    let empty: Vec<_> = log.states(0, &p, 0).collect();
+    assert_eq!(
+        empty,
+        [
+            state(10, 1000, 10, 0),
+            state(100, 60_000, 100, 0),
+            state(3, 500, 3, 0)
+        ]
+    );
+    log.check(1000, &p, 1);
+    log.check(1200, &p, 2);
+    // At 1300: every window holds 3, the newest entry (1200) resets each.
+    let want = [
+        state(10, 1000, 7, 900),
+        state(100, 60_000, 97, 59_900),
+        state(3, 500, 0, 400),
+    ];
+    assert_eq!(log.states(1300, &p, 0).collect::<Vec<_>>(), want);
+    // At 1700 the 500 ms window holds nothing: full, reset 0; the others still count 3.
+    let at_1700: Vec<_> = log.states(1700, &p, 0).collect();
+    assert_eq!(at_1700[2], state(3, 500, 3, 0));
+    assert_eq!(at_1700[0], state(10, 1000, 7, 500));
+    // What a PEEK that would record 2 at 1700 reports is what the CHECK leaves behind.
+    let peeked: Vec<_> = log.states(1700, &p, 2).collect();
+    let (d, recorded) = log.check(1700, &p, 2);
+    assert!(d.allowed && recorded);
+    assert_eq!(log.states(1700, &p, 0).collect::<Vec<_>>(), peeked);
+    assert_eq!(
+        peeked,
+        [
+            state(10, 1000, 5, 1000),
+            state(100, 60_000, 95, 60_000),
+            state(3, 500, 1, 500)
+        ]
+    );
+}
+
+#[test]
+fn states_after_a_denial_are_the_unchanged_windows() {
+    let p = [pol(2, 1000), pol(50, 10_000)];
+    let mut log = Log::new();
+    log.check(0, &p, 2);
+    let (d, recorded) = log.check(100, &p, 1);
+    assert!(!d.allowed && !recorded);
+    assert_eq!(
+        log.states(100, &p, 0).collect::<Vec<_>>(),
+        [state(2, 1000, 0, 900), state(50, 10_000, 48, 9900)]
+    );
+}
