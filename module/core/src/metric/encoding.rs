@@ -10,7 +10,7 @@ use crate::codec::{Decoded, Reader, Writer};
 /// Current encoding version (the type's encver and the payload's first byte).
 pub const ENCODING_VERSION: u8 = 2;
 
-fn write_aggregates(w: &mut Writer, a: &Aggregates) {
+pub(crate) fn write_aggregates(w: &mut Writer, a: &Aggregates) {
     let (floats, ints) = a.to_parts();
     for v in ints {
         w.uint(v);
@@ -20,7 +20,7 @@ fn write_aggregates(w: &mut Writer, a: &Aggregates) {
     }
 }
 
-fn read_aggregates(r: &mut Reader) -> Decoded<Aggregates> {
+pub(crate) fn read_aggregates(r: &mut Reader) -> Decoded<Aggregates> {
     let mut ints = [0u64; 3];
     for v in &mut ints {
         *v = r.uint()?;
