@@ -24,6 +24,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("ratelimit", 2),
     ("payload", 2),
     ("known_types", 2),
+    ("labels", 2),
     ("routes", 3),
     ("startup", 4),
 ];

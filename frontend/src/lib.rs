@@ -4,6 +4,7 @@
 pub mod breaker;
 pub mod config;
 pub mod known_types;
+pub mod labels;
 pub mod payload;
 pub mod ratelimit;
 pub mod routes;

@@ -14,6 +14,7 @@ use actix_web::{web, HttpResponse};
 use crate::breaker::Breaker;
 use crate::config::Config;
 use crate::known_types::KnownTypes;
+use crate::labels::Labels;
 use crate::store::Store;
 use crate::telemetry::Telemetry;
 use crate::upstream::Upstream;
@@ -30,6 +31,7 @@ pub mod limit;
 pub mod metrics;
 pub mod prometheus;
 pub mod series;
+pub mod tags;
 pub mod types;
 
 /// What a worker's handlers share. Each actix worker (one thread each) has its own Redis
@@ -42,6 +44,8 @@ pub struct AppState {
     pub store: Store,
     /// The metric types seen stored, one cache per process.
     pub known: Arc<KnownTypes>,
+    /// The tag sets seen indexed and the overflow counters, one per process.
+    pub labels: Arc<Labels>,
     pub breaker: Arc<Breaker>,
     pub upstream: Arc<Upstream>,
     pub telemetry: Arc<Telemetry>,
@@ -101,13 +105,14 @@ impl Route {
 }
 
 /// Every endpoint (SPEC §5; the OpenAPI document describes the same list).
-pub const ROUTES: [Route; 10] = [
+pub const ROUTES: [Route; 11] = [
     Route::get("/health", |r| r.to(health::health)),
     Route::post("/api/metrics", |r| r.to(metrics::post_metric)),
     Route::get("/api/metrics/summary", |r| r.to(metrics::summary)),
     Route::post("/api/metrics/batch", |r| r.to(metrics::post_batch)),
     Route::get("/api/metrics/series", |r| r.to(series::series)),
     Route::get("/api/metrics/types", |r| r.to(types::types)),
+    Route::get("/api/metrics/tags", |r| r.to(tags::tags)),
     Route::get("/external", |r| r.to(external::external)),
     Route::get("/metrics", |r| r.to(prometheus::metrics)),
     Route::get("/openapi.json", |r| r.to(docs::openapi)),
