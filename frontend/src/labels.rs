@@ -244,7 +244,10 @@ pub struct Group<T> {
 
 /// The series of `kind` a selector may match: the untagged one and every indexed tag set.
 async fn candidates(store: &Store, kind: &str) -> Result<Vec<Tags>, StoreError> {
-    let members = store.series_members(kind).await?;
+    let mut members = store.series_members(kind).await?;
+    // Sorted: the merge order, and so the last bits of a merged sum or stddev, does not
+    // depend on the set's order, which differs between deployments.
+    members.sort_unstable();
     let mut out = vec![Vec::new()];
     out.extend(members.iter().filter_map(|m| parse_member(m)));
     Ok(out)

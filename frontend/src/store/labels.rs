@@ -189,6 +189,9 @@ return out";
         keys: &[String],
         part: Part,
     ) -> Result<Vec<Option<Vec<u8>>>> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
         let cmds: Vec<Cmd> = keys.iter().map(|k| export_cmd(k, part)).collect();
         let replies = if !self.cluster {
             let mut pipe = redis::pipe();
