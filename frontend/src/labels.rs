@@ -51,9 +51,6 @@ pub fn check_value(key: &str, value: &str) -> Result<(), String> {
 /// Validates a metric's `tags` (a JSON object of string values): the tag set, sorted by key.
 /// The error names the tag.
 pub fn parse_tags(raw: &RawValue) -> Result<Tags, String> {
-    if raw.get() == "null" {
-        return Ok(Vec::new());
-    }
     let map: BTreeMap<String, &RawValue> = serde_json::from_str(raw.get())
         .map_err(|_| "tags must be an object of string values".to_string())?;
     if map.len() > MAX_TAGS {
@@ -372,7 +369,7 @@ mod tests {
                 ("region".to_string(), "eu".to_string())
             ]
         );
-        assert_eq!(parse_tags(&raw("null")).unwrap(), vec![]);
+        assert!(parse_tags(&raw("null")).is_err());
         assert_eq!(parse_tags(&raw("{}")).unwrap(), vec![]);
         for (body, needle) in [
             (r#"["a"]"#, "object"),

@@ -80,8 +80,14 @@ struct RawMetric<'a> {
     value: Option<&'a RawValue>,
     #[serde(borrow, default, rename = "type")]
     kind: Option<&'a RawValue>,
-    #[serde(borrow, default)]
+    /// Present (even `null`, which is refused) or absent.
+    #[serde(borrow, default, deserialize_with = "present")]
     tags: Option<&'a RawValue>,
+}
+
+/// A field that is present, whatever its value (`null` included, unlike `Option`'s default).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue>::deserialize(d).map(Some)
 }
 
 /// Parses and validates a `POST /api/metrics` body. The error text is the 422 `detail`.

@@ -13,7 +13,7 @@
 //! varint), in increasing index order. A few bytes per occupied bin.
 
 use super::aggregates::{Aggregates, Summary};
-use super::encoding::{read_aggregates, write_aggregates};
+use super::encoding::{read_aggregates_with, write_aggregates};
 use super::series::QUANTILES;
 use super::sketch::{valid_index, walk, Sketch};
 use crate::codec::{Decoded, Reader, Writer};
@@ -120,7 +120,7 @@ impl State {
     }
 
     fn read(r: &mut Reader) -> Decoded<State> {
-        let agg = read_aggregates(r)?;
+        let agg = read_aggregates_with(r, Aggregates::from_merged_parts)?;
         let n = r.count(BIN_MIN_BYTES)?;
         let mut bins = Vec::with_capacity(n);
         let mut prev = 0i64;
