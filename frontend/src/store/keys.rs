@@ -8,6 +8,8 @@
 //! | `tally:types` | set of metric type names (the type index, at most `MAX_TYPES` members) | a POST of a new type (a Lua script: add only if the set stays within `MAX_TYPES`); read by `GET /api/metrics/types` (`SMEMBERS`) |
 //! | `tally:types:built` | string `1` | set once the index holds every type that was in the keyspace (built by one `SCAN ... TYPE tally-met` when missing) |
 //! | `tally:health` | never written | `/health` reads it (`METRIC.SUMMARY`) to prove the module answers |
+//! | `series:<type*>\|<key>=<value*>,...` | the series of one tag set (labels) | as `metric:<type>`, for tagged metrics; the scheme is in `labels.rs` |
+//! | `tally:series:<type*>` | set of the type's tag sets (the series index, at most `MAX_SERIES_PER_TYPE` plus the overflow one) | a POST of a new tag set (a Lua script); read by summaries, series and `/api/metrics/tags` (`SMEMBERS`) |
 //!
 //! The index is one key, so in cluster mode it lives on one shard and covers every shard's
 //! series. It is never pruned by the API: a type whose series was deleted or expired stays
