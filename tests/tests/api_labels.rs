@@ -529,3 +529,68 @@ async fn a_cluster_answers_like_a_single_node_with_series_on_every_shard() {
     assert_eq!(shards.len(), 3);
     assert_eq!(single_answers, cluster_answers);
 }
+
+#[tokio::test]
+async fn a_window_merges_only_the_recent_samples_of_every_matching_series() {
+    let server = Server::start();
+    let app = TestApp::spawn_with(app_config(&server.url())).await;
+    let now = now_ms();
+    let mut items = Vec::new();
+    let mut recent: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+    for (i, host) in ["a", "b", "c"].iter().enumerate() {
+        for k in 0..10u64 {
+            // Ten minutes ago: outside a 60 s window.
+            let old = (100 + i * 10 + k as usize) as f64;
+            items.push(j!({"timestamp": ts(now - 600_000 + k * 1000), "value": old,
+                           "type": "win", "tags": {"host": host}}));
+            // The last 30 s: inside it.
+            let v = (i * 10) as f64 + k as f64 / 2.0;
+            items.push(j!({"timestamp": ts(now - 30_000 + k * 2000), "value": v,
+                           "type": "win", "tags": {"host": host}}));
+            recent.entry(host).or_default().push(v);
+        }
+    }
+    let (status, body) = json(app.post_batch(&Value::Array(items).to_string()).await).await;
+    assert_eq!(status, 201, "{body}");
+    let all: Vec<f64> = recent.values().flatten().copied().collect();
+    let (status, body) = get(
+        &app,
+        "/api/metrics/summary",
+        &[("metric_type", "win"), ("window", "60")],
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        (body["window"].clone(), body["series"].clone()),
+        (j!(60), j!(3))
+    );
+    assert_summary_of(&all, &body, "window 60");
+    let (_, body) = get(
+        &app,
+        "/api/metrics/summary",
+        &[
+            ("metric_type", "win"),
+            ("window", "60"),
+            ("group_by", "host"),
+        ],
+    )
+    .await;
+    let groups = body["groups"].as_array().expect("groups");
+    assert_eq!(groups.len(), 3, "{body}");
+    for g in groups {
+        let host = g["tags"]["host"].as_str().unwrap();
+        assert_summary_of(&recent[host], g, host);
+    }
+    // A window beyond the retention is a 422, as for one series.
+    let (status, _) = get(
+        &app,
+        "/api/metrics/summary",
+        &[
+            ("metric_type", "win"),
+            ("window", "3601"),
+            ("tag.host", "a"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 422);
+}
