@@ -594,3 +594,41 @@ async fn a_window_merges_only_the_recent_samples_of_every_matching_series() {
     .await;
     assert_eq!(status, 422);
 }
+
+/// `calls` of `cmdstat_<name>` in `INFO commandstats`.
+fn calls(server: &Server, name: &str) -> u64 {
+    let mut c = server.conn();
+    let info: String = tally_tests::redis::cmd("INFO")
+        .arg("commandstats")
+        .query(&mut c)
+        .unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix(&format!("cmdstat_{name}:calls=")))
+        .and_then(|rest| rest.split(',').next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn a_tag_set_this_instance_knows_costs_no_extra_round_trip() {
+    let server = Server::start();
+    let app = TestApp::spawn_with(app_config(&server.url())).await;
+    let body = |v: f64| {
+        j!({"timestamp": ts(now_ms()), "value": v, "type": "k", "tags": {"host": "x"}}).to_string()
+    };
+    assert_eq!(json(app.post_metric(&body(1.0)).await).await.0, 201);
+    let evals = calls(&server, "eval");
+    assert!(evals >= 1);
+    for v in 2..6 {
+        assert_eq!(
+            json(app.post_metric(&body(f64::from(v))).await).await.0,
+            201
+        );
+    }
+    assert_eq!(
+        calls(&server, "eval"),
+        evals,
+        "known tag sets are not registered again"
+    );
+    let (_, body) = get(&app, "/api/metrics/summary", &[("metric_type", "k")]).await;
+    assert_eq!(body["count"], 5, "{body}");
+}
