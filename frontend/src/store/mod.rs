@@ -48,7 +48,8 @@
 //!
 //! Files: `mod.rs` the `Store` and its commands; `single.rs` the connections to a single node;
 //! `tls.rs` TLS over them (`rediss://`);
-//! `index.rs` the type index; `reply.rs` the data types and the
+//! `index.rs` the type index; `labels.rs` the labels (tagged series keys, the per-type series
+//! index, `METRIC.EXPORT` of many series); `reply.rs` the data types and the
 //! parsing of replies; `error.rs` the typed errors; `keys.rs` the key scheme.
 
 use std::collections::BTreeMap;
