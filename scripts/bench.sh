@@ -45,6 +45,10 @@ run() {
   wait "$child"
 }
 run bench/bench.py "$@"
+# Labels (SPEC section 9): merged and grouped queries over 100 series, single node and cluster.
+case ",${BENCH_SECTIONS:-labels}," in
+  *,labels,*) run bench/labels.py ;;
+esac
 if [ "${BENCH_PROFILE:-0}" = 1 ]; then
   run bench/profile.py
 fi

@@ -53,6 +53,9 @@ pub struct Config {
     pub batch_max: usize,
     /// `MAX_TYPES`: most distinct metric types (SPEC §11); a new type beyond it is refused.
     pub max_types: usize,
+    /// `MAX_SERIES_PER_TYPE`: most tag sets of one metric type (SPEC §9); samples of a new
+    /// tag set beyond it go to the type's overflow series.
+    pub max_series_per_type: usize,
     /// `WORKERS`: actix worker threads, each with its own Redis connections; `None` = one per
     /// CPU (actix's default). Not in SPEC §3: an addition.
     pub workers: Option<usize>,
@@ -83,6 +86,7 @@ impl Default for Config {
             external_service_timeout: Duration::from_millis(1000),
             batch_max: 1000,
             max_types: 10_000,
+            max_series_per_type: 1000,
             workers: None,
             policy_file: None,
         }
@@ -220,6 +224,13 @@ impl Config {
             )?,
             batch_max: int(&var, "BATCH_MAX", 1, 1_000_000, d.batch_max as u64)? as usize,
             max_types: int(&var, "MAX_TYPES", 1, MAX_MAX_TYPES, d.max_types as u64)? as usize,
+            max_series_per_type: int(
+                &var,
+                "MAX_SERIES_PER_TYPE",
+                1,
+                MAX_MAX_TYPES,
+                d.max_series_per_type as u64,
+            )? as usize,
             workers: match var("WORKERS") {
                 Some(_) => Some(int(&var, "WORKERS", 1, 1024, 1)? as usize),
                 None => d.workers,
@@ -485,6 +496,21 @@ mod tests {
             let err = from(&[(name, value)]).expect_err(name);
             assert_eq!(err.variable, name, "{value}");
             assert!(err.to_string().contains(name), "{err}");
+        }
+    }
+
+    #[test]
+    fn max_series_per_type_defaults_to_1000_and_is_a_strict_integer() {
+        assert_eq!(from(&[]).unwrap().max_series_per_type, 1000);
+        assert_eq!(
+            from(&[("MAX_SERIES_PER_TYPE", "3")])
+                .unwrap()
+                .max_series_per_type,
+            3
+        );
+        for bad in ["0", "x", "-1", "20000000"] {
+            let err = from(&[("MAX_SERIES_PER_TYPE", bad)]).expect_err(bad);
+            assert_eq!(err.variable, "MAX_SERIES_PER_TYPE");
         }
     }
 

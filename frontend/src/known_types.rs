@@ -86,9 +86,7 @@ impl KnownTypes {
         metric: &Metric,
     ) -> Result<i64, StoreError> {
         store.register_types(&admitted.new).await?;
-        let r = store
-            .add_metric(&metric.kind, metric.value, metric.ts_ms)
-            .await;
+        let r = store.add_metric(metric).await;
         self.remember(std::iter::once(metric.kind.as_str()), r)
     }
 

@@ -26,6 +26,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("known_types", 2),
     ("policies", 2),
     ("apikeys", 2),
+    ("labels", 2),
     ("routes", 3),
     ("startup", 4),
     ("cli", 4),

@@ -6,6 +6,7 @@ pub mod breaker;
 pub mod cli;
 pub mod config;
 pub mod known_types;
+pub mod labels;
 pub mod payload;
 pub mod policies;
 pub mod ratelimit;

@@ -80,6 +80,14 @@ struct RawMetric<'a> {
     value: Option<&'a RawValue>,
     #[serde(borrow, default, rename = "type")]
     kind: Option<&'a RawValue>,
+    /// Present (even `null`, which is refused) or absent.
+    #[serde(borrow, default, deserialize_with = "present")]
+    tags: Option<&'a RawValue>,
+}
+
+/// A field that is present, whatever its value (`null` included, unlike `Option`'s default).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue>::deserialize(d).map(Some)
 }
 
 /// Parses and validates a `POST /api/metrics` body. The error text is the 422 `detail`.
@@ -143,7 +151,16 @@ fn metric_from_raw_at(raw: &RawValue, now_ms: u64) -> Result<Metric, String> {
             rfc3339_ms(now_ms),
         ));
     }
-    Ok(Metric { kind, value, ts_ms })
+    let tags = match fields.tags {
+        Some(raw) => crate::labels::parse_tags(raw)?,
+        None => Vec::new(),
+    };
+    Ok(Metric {
+        kind,
+        tags,
+        value,
+        ts_ms,
+    })
 }
 
 fn field<'a>(v: Option<&'a RawValue>, name: &str) -> Result<&'a RawValue, String> {
@@ -261,10 +278,27 @@ mod tests {
             m,
             Metric {
                 kind: "cpu".to_string(),
+                tags: vec![],
                 value: 75.0,
                 ts_ms: 1_735_725_600_000
             }
         );
+    }
+
+    #[test]
+    fn tags_are_read_sorted_and_a_bad_tag_is_named() {
+        let m = parse(r#"{"timestamp":"2025-01-01","value":1,"type":"cpu","tags":{"region":"eu","host":"web-1"}}"#)
+            .unwrap();
+        assert_eq!(
+            m.tags,
+            vec![
+                ("host".to_string(), "web-1".to_string()),
+                ("region".to_string(), "eu".to_string())
+            ]
+        );
+        let e = parse(r#"{"timestamp":"2025-01-01","value":1,"type":"cpu","tags":{"Host":"a"}}"#)
+            .unwrap_err();
+        assert!(e.contains("\"Host\""), "{e}");
     }
 
     #[test]

@@ -14,6 +14,7 @@ use crate::breaker::{Breaker, Clock, SystemClock, DEFAULT_TRIAL_CALLS};
 use crate::config::Config;
 use crate::known_types::KnownTypes;
 use crate::policies::Policies;
+use crate::labels::Labels;
 use crate::routes::deadline::{self, Connection, KEEP_ALIVE, REQUEST_DEADLINE};
 use crate::routes::limit::Limiter;
 use crate::routes::{self, AppState};
@@ -73,6 +74,7 @@ impl Application {
         // The cache of known metric types, and what is known of the type index, are one per
         // process.
         let known = KnownTypes::new(config.max_types);
+        let labels = Arc::new(Labels::new(config.max_series_per_type));
         let type_index = TypeIndex::new();
         Store::new(&config, type_index.clone()).map_err(StartupError::Redis)?;
         let upstream = match &config.external_service_url {
@@ -103,6 +105,7 @@ impl Application {
                 store: Store::new(&config, type_index.clone())
                     .expect("checked before the workers start"),
                 known: known.clone(),
+                labels: labels.clone(),
                 config: config.clone(),
                 limiter: limiter.clone(),
                 breaker: breaker.clone(),

@@ -31,7 +31,7 @@ use crate::datatype::Restore;
 use crate::{metric::command as met, ratelimit::command as rl};
 
 /// Every command of the module; each declares its name, flags and keys beside its handler.
-const COMMANDS: [Spec; 8] = [
+const COMMANDS: [Spec; 9] = [
     spec::<rl::Check>(),
     spec::<rl::Peek>(),
     spec::<rl::Record>(),
@@ -39,6 +39,7 @@ const COMMANDS: [Spec; 8] = [
     spec::<met::Add>(),
     spec::<met::Summary>(),
     spec::<met::Range>(),
+    spec::<met::Export>(),
     spec::<Restore<Series>>(),
 ];
 
@@ -398,6 +399,7 @@ mod tests {
         docs_describe_the_grammar::<met::Add>(b"");
         docs_describe_the_grammar::<met::Summary>(b"");
         docs_describe_the_grammar::<met::Range>(b"");
+        docs_describe_the_grammar::<met::Export>(b"");
         docs_describe_the_grammar::<Restore<Series>>(&Series::default().encode());
     }
 

@@ -193,14 +193,18 @@ async fn the_series_has_the_documented_shape_non_empty_buckets_oldest_first() {
 
     let (status, body) = json(app.series(&[("metric_type", "cpu")]).await).await;
     assert_eq!(status, 200, "{body}");
+    // Every point also carries p50..p99 (SPEC section 9), and the body the number of series.
     assert_eq!(
         body,
         j!({
             "type": "cpu",
             "bucket": 60,
+            "series": 1,
             "points": [
-                {"timestamp": ts(base), "count": 2, "average": 50.0, "min": 25.0, "max": 75.0, "sum": 100.0},
-                {"timestamp": ts(base + 120_000), "count": 1, "average": 10.0, "min": 10.0, "max": 10.0, "sum": 10.0},
+                {"timestamp": ts(base), "count": 2, "average": 50.0, "min": 25.0, "max": 75.0, "sum": 100.0,
+                 "p50": 25.0, "p90": 75.0, "p95": 75.0, "p99": 75.0},
+                {"timestamp": ts(base + 120_000), "count": 1, "average": 10.0, "min": 10.0, "max": 10.0, "sum": 10.0,
+                 "p50": 10.0, "p90": 10.0, "p95": 10.0, "p99": 10.0},
             ]
         })
     );
@@ -214,9 +218,12 @@ async fn the_series_has_the_documented_shape_non_empty_buckets_oldest_first() {
     .await;
     assert_eq!(status, 200);
     assert_eq!(body["bucket"], 300);
+    let p50 = body["points"][0]["p50"].as_f64().expect("p50");
+    assert!((p50 - 25.0).abs() <= 0.25, "{body}");
     assert_eq!(
         body["points"],
-        j!([{"timestamp": ts(base), "count": 3, "average": 110.0 / 3.0, "min": 10.0, "max": 75.0, "sum": 110.0}])
+        j!([{"timestamp": ts(base), "count": 3, "average": 110.0 / 3.0, "min": 10.0, "max": 75.0, "sum": 110.0,
+             "p50": p50, "p90": 75.0, "p95": 75.0, "p99": 75.0}])
     );
 
     // from/to are inclusive bounds (RFC 3339, any offset).
@@ -239,7 +246,10 @@ async fn the_series_has_the_documented_shape_non_empty_buckets_oldest_first() {
     // A type without samples: no points (and nothing created).
     let (status, body) = json(app.series(&[("metric_type", "nothing")]).await).await;
     assert_eq!(status, 200);
-    assert_eq!(body, j!({"type": "nothing", "bucket": 60, "points": []}));
+    assert_eq!(
+        body,
+        j!({"type": "nothing", "bucket": 60, "series": 0, "points": []})
+    );
     assert!(!exists(&server, "metric:nothing"));
 }
 

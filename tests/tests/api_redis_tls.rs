@@ -117,6 +117,34 @@ async fn every_endpoint_works_over_tls_as_the_readme_acl_user_and_nothing_else_i
     );
     let metrics = get(&http, &base, "/metrics").await;
     assert_eq!(metrics.status, 200, "{}", metrics.body);
+    // Labels: a tagged write (the series index script, a `series:` key) and the labelled
+    // reads (SMEMBERS of the index, METRIC.EXPORT) under the same user.
+    let tagged = send(
+        http.post(format!("{base}/api/metrics"))
+            .header("content-type", "application/json")
+            .body(format!(
+                r#"{{"timestamp":"{}","value":7,"type":"load","tags":{{"host":"web-1"}}}}"#,
+                now_rfc3339()
+            )),
+    )
+    .await
+    .expect("tagged POST");
+    assert_eq!(tagged.status, 201, "{}", tagged.body);
+    for path in [
+        "/api/metrics/summary?metric_type=load&tag.host=web-1",
+        "/api/metrics/summary?metric_type=load&group_by=host",
+        "/api/metrics/series?metric_type=load&group_by=host",
+        "/api/metrics/tags?metric_type=load",
+    ] {
+        let r = get(&http, &base, path).await;
+        assert_eq!(r.status, 200, "{path}: {}", r.body);
+        let needle = if path.contains("tag.host") {
+            "\"count\":1,"
+        } else {
+            "web-1"
+        };
+        assert!(r.body.contains(needle), "{path}: {}", r.body);
+    }
 
     // The type index rebuilt from SCAN (the path a deployment without the marker takes) runs
     // under the same user: drop the marker and the index as an admin, then list again from a

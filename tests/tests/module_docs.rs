@@ -93,11 +93,24 @@ const EXPECTED: &[Expected] = &[
         name: "METRIC.RANGE",
         internal: false,
         summary: "per-bucket",
-        arity: 5,
+        arity: -5,
         key_flags: &["RO", "access"],
         args: "key:key#0 from:oneof{from_ms:integer oldest:pure-token(-)} \
-               to:oneof{to_ms:integer newest:pure-token(+)} bucket_ms:integer",
-        call: &["m", "-", "+", "60000"],
+               to:oneof{to_ms:integer newest:pure-token(+)} bucket_ms:integer \
+               quantiles:pure-token(QUANTILES)[optional]",
+        call: &["m", "-", "+", "60000", "QUANTILES"],
+        acl: &["@read", "@slow"],
+    },
+    Expected {
+        name: "METRIC.EXPORT",
+        internal: false,
+        summary: "mergeable state",
+        arity: -2,
+        key_flags: &["RO", "access"],
+        args: "key:key#0 part:oneof[optional]{window_ms:integer(WINDOW) \
+               range:block(RANGE){from:oneof{from_ms:integer oldest:pure-token(-)} \
+               to:oneof{to_ms:integer newest:pure-token(+)} bucket_ms:integer}}",
+        call: &["m", "RANGE", "-", "+", "60000"],
         acl: &["@read", "@slow"],
     },
     Expected {

@@ -11,6 +11,9 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{DateTime, SecondsFormat};
 use serde::{Deserialize, Serialize};
 
+use std::collections::BTreeMap;
+
+use crate::labels::{self, Selector};
 use crate::payload::{self, MAX_TYPE_LEN, METRIC_BODY_LIMIT};
 use crate::policies::Class;
 use crate::routes::body::read_json;
@@ -28,12 +31,16 @@ pub async fn post_metric(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let body = read_json(&req, body, METRIC_BODY_LIMIT).await?;
-    let metric = payload::parse_metric(&body).map_err(ApiError::Invalid)?;
+    let mut metric = payload::parse_metric(&body).map_err(ApiError::Invalid)?;
     let admitted = state
         .known
         .admit(&state.store, &[metric.kind.as_str()])
         .await?;
     let granted = limit::enforce(&state, &req, Class::Ingest, 1).await?;
+    state
+        .labels
+        .resolve(&state.store, std::slice::from_mut(&mut metric))
+        .await?;
     state
         .known
         .add_metric(&state.store, &admitted, &metric)
@@ -56,10 +63,11 @@ pub async fn post_batch(
 ) -> Result<HttpResponse, ApiError> {
     let limit = payload::batch_body_limit(state.config.batch_max);
     let body = read_json(&req, body, limit).await?;
-    let metrics = payload::parse_batch(&body, state.config.batch_max)?;
+    let mut metrics = payload::parse_batch(&body, state.config.batch_max)?;
     let kinds: Vec<&str> = metrics.iter().map(|m| m.kind.as_str()).collect();
     let admitted = state.known.admit(&state.store, &kinds).await?;
     let granted = limit::enforce(&state, &req, Class::Ingest, metrics.len() as u64).await?;
+    state.labels.resolve(&state.store, &mut metrics).await?;
     state
         .known
         .add_metrics(&state.store, &admitted, &metrics)
@@ -106,14 +114,10 @@ struct SummaryQuery {
     window: Option<String>,
 }
 
-/// The summary as the API shows it. With no samples: `count` 0, `average` 0, the rest null.
+/// The summary fields as the API shows them. With no samples: `count` 0, `average` 0, the
+/// rest null.
 #[derive(Serialize)]
-struct SummaryBody<'a> {
-    #[serde(rename = "type")]
-    kind: &'a str,
-    /// Seconds, when the summary covers only the last `window` seconds.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    window: Option<u64>,
+pub struct SummaryFields {
     count: u64,
     average: f64,
     sum: Option<f64>,
@@ -126,6 +130,68 @@ struct SummaryBody<'a> {
     p90: Option<f64>,
     p95: Option<f64>,
     p99: Option<f64>,
+}
+
+impl SummaryFields {
+    pub fn of(s: Option<tally_core::metric::Summary>) -> SummaryFields {
+        let ts = |t: u64| rfc3339(i64::try_from(t).ok());
+        let [p50, p90, p95, p99] = s.map_or([None; 4], |s| s.quantiles);
+        SummaryFields {
+            count: s.map_or(0, |s| s.count),
+            average: s.map_or(0.0, |s| s.avg),
+            sum: s.map(|s| s.sum),
+            min: s.map(|s| s.min),
+            max: s.map(|s| s.max),
+            stddev: s.map(|s| s.stddev),
+            first_timestamp: s.and_then(|s| ts(s.first_ts)),
+            last_timestamp: s.and_then(|s| ts(s.last_ts)),
+            p50,
+            p90,
+            p95,
+            p99,
+        }
+    }
+}
+
+/// A summary: merged over every matching series, or per group with `group_by`.
+#[derive(Serialize)]
+struct SummaryBody<'a> {
+    #[serde(rename = "type")]
+    kind: &'a str,
+    /// Seconds, when the summary covers only the last `window` seconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    window: Option<u64>,
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    fields: Option<SummaryFields>,
+    /// The number of series merged (without `group_by`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    series: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    group_by: Option<&'a [String]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    groups: Option<Vec<SummaryGroup>>,
+}
+
+#[derive(Serialize)]
+struct SummaryGroup {
+    tags: BTreeMap<String, Option<String>>,
+    series: usize,
+    #[serde(flatten)]
+    fields: SummaryFields,
+}
+
+/// A group's tags as JSON: each `group_by` key and its value (null when missing).
+pub fn group_tags(
+    keys: &[String],
+    values: Vec<Option<String>>,
+) -> BTreeMap<String, Option<String>> {
+    keys.iter().cloned().zip(values).collect()
+}
+
+/// The query's labels selector (`tag.<key>=<value>`, `group_by`); a bad one is a 422.
+pub fn selector(req: &HttpRequest) -> Result<Selector, ApiError> {
+    let pairs: Vec<(String, String)> = parse_query(req)?;
+    Selector::from_query(&pairs).map_err(ApiError::Invalid)
 }
 
 /// Unix ms as RFC 3339 UTC (`2025-01-01T10:00:00Z`, with a fraction only when there is one).
@@ -161,14 +227,12 @@ pub async fn summary(
         .as_deref()
         .map(|w| positive_seconds(w, "window"))
         .transpose()?;
+    let selector = selector(&req)?;
     let granted = limit::enforce(&state, &req, Class::Read, 1).await?;
     // Saturating: a window too large for u64 ms is beyond any retention, and the module says so.
-    let s = match state
-        .store
-        .summary(kind, window.map(|w| w.saturating_mul(1000)))
-        .await
-    {
-        Ok(s) => s,
+    let window_ms = window.map(|w| w.saturating_mul(1000));
+    let groups = match labels::summaries(&state.store, kind, &selector, window_ms).await {
+        Ok(g) => g,
         Err(StoreError::Refused {
             argument: Argument::WindowMs,
             max,
@@ -176,28 +240,38 @@ pub async fn summary(
         }) => return Err(window_refused(max)),
         Err(e) => return Err(e.into()),
     };
+    let body = if selector.group_by.is_empty() {
+        let g = groups.into_iter().next().unwrap_or_default();
+        SummaryBody {
+            kind,
+            window,
+            fields: Some(SummaryFields::of(g.merged.summary())),
+            series: Some(g.series),
+            group_by: None,
+            groups: None,
+        }
+    } else {
+        SummaryBody {
+            kind,
+            window,
+            fields: None,
+            series: None,
+            group_by: Some(&selector.group_by),
+            groups: Some(
+                groups
+                    .into_iter()
+                    .map(|g| SummaryGroup {
+                        tags: group_tags(&selector.group_by, g.values),
+                        series: g.series,
+                        fields: SummaryFields::of(g.merged.summary()),
+                    })
+                    .collect(),
+            ),
+        }
+    };
     let mut resp = HttpResponse::Ok();
     granted.write_headers(&mut resp);
-    Ok(resp.json(SummaryBody {
-        kind,
-        window,
-        count: s.count,
-        average: if s.count == 0 {
-            0.0
-        } else {
-            s.avg.unwrap_or(0.0)
-        },
-        sum: s.sum,
-        min: s.min,
-        max: s.max,
-        stddev: s.stddev,
-        first_timestamp: rfc3339(s.first_ts),
-        last_timestamp: rfc3339(s.last_ts),
-        p50: s.p50.flatten(),
-        p90: s.p90.flatten(),
-        p95: s.p95.flatten(),
-        p99: s.p99.flatten(),
-    }))
+    Ok(resp.json(body))
 }
 
 #[cfg(test)]

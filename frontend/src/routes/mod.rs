@@ -14,6 +14,7 @@ use actix_web::{web, HttpResponse};
 use crate::breaker::Breaker;
 use crate::config::Config;
 use crate::known_types::KnownTypes;
+use crate::labels::Labels;
 use crate::store::Store;
 use crate::telemetry::Telemetry;
 use crate::upstream::Upstream;
@@ -31,6 +32,7 @@ pub mod limits_check;
 pub mod metrics;
 pub mod prometheus;
 pub mod series;
+pub mod tags;
 pub mod types;
 
 /// What a worker's handlers share. Each actix worker (one thread each) has its own Redis
@@ -43,6 +45,8 @@ pub struct AppState {
     pub store: Store,
     /// The metric types seen stored, one cache per process.
     pub known: Arc<KnownTypes>,
+    /// The tag sets seen indexed and the overflow counters, one per process.
+    pub labels: Arc<Labels>,
     pub breaker: Arc<Breaker>,
     pub upstream: Arc<Upstream>,
     pub telemetry: Arc<Telemetry>,
@@ -109,6 +113,7 @@ pub const ROUTES: [Route; 11] = [
     Route::post("/api/metrics/batch", |r| r.to(metrics::post_batch)),
     Route::get("/api/metrics/series", |r| r.to(series::series)),
     Route::get("/api/metrics/types", |r| r.to(types::types)),
+    Route::get("/api/metrics/tags", |r| r.to(tags::tags)),
     Route::get("/external", |r| r.to(external::external)),
     Route::get("/metrics", |r| r.to(prometheus::metrics)),
     Route::get("/openapi.json", |r| r.to(docs::openapi)),

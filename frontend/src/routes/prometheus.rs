@@ -8,5 +8,9 @@ use crate::routes::AppState;
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
-        .body(state.telemetry.render(&state.breaker))
+        .body({
+            let mut text = state.telemetry.render(&state.breaker);
+            state.labels.render(&mut text);
+            text
+        })
 }

@@ -1,16 +1,22 @@
 //! `GET /api/metrics/series?metric_type=cpu[&from=...&to=...&bucket=60]`: per-bucket aggregates
 //! for charts, over `METRIC.RANGE metric:<type> <from_ms> <to_ms> <bucket*1000>`.
 
+use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
+
+use tally_core::metric::state::State;
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
 
+use crate::labels;
 use crate::payload::parse_timestamp;
 use crate::policies::Class;
 use crate::routes::error::ApiError;
 use crate::routes::limit;
-use crate::routes::metrics::{metric_type, parse_query, positive_seconds, rfc3339};
+use crate::routes::metrics::{
+    group_tags, metric_type, parse_query, positive_seconds, rfc3339, selector,
+};
 use crate::routes::AppState;
 
 /// Default `bucket`, seconds.
@@ -37,6 +43,10 @@ struct PointBody {
     min: f64,
     max: f64,
     sum: f64,
+    p50: Option<f64>,
+    p90: Option<f64>,
+    p95: Option<f64>,
+    p99: Option<f64>,
 }
 
 #[derive(Serialize)]
@@ -44,7 +54,45 @@ struct SeriesBody<'a> {
     #[serde(rename = "type")]
     kind: &'a str,
     bucket: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    points: Option<Vec<PointBody>>,
+    /// The number of series merged (without `group_by`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    series: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    group_by: Option<&'a [String]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    groups: Option<Vec<GroupBody>>,
+}
+
+#[derive(Serialize)]
+struct GroupBody {
+    tags: BTreeMap<String, Option<String>>,
+    series: usize,
     points: Vec<PointBody>,
+}
+
+/// The points of merged range states, oldest first (empty ones left out).
+fn points(states: Vec<(u64, State)>) -> Vec<PointBody> {
+    states
+        .into_iter()
+        .filter_map(|(ts, state)| {
+            let s = state.summary()?;
+            let [p50, p90, p95, p99] = s.quantiles;
+            Some(PointBody {
+                timestamp: rfc3339(i64::try_from(ts).ok()),
+                count: s.count,
+                average: s.avg,
+                min: s.min,
+                max: s.max,
+                sum: s.sum,
+                p50,
+                p90,
+                p95,
+                p99,
+            })
+        })
+        .collect()
 }
 
 fn now_ms() -> u64 {
@@ -111,29 +159,43 @@ pub async fn series(
         query.bucket.as_deref(),
         now_ms(),
     )?;
+    let selector = selector(&req)?;
     let granted = limit::enforce(&state, &req, Class::Read, 1).await?;
     // A refusal by the module (StoreError::Refused) is a 422 too.
-    let points = state
-        .store
-        .range(kind, from_ms, to_ms, bucket_ms)
-        .await?
-        .into_iter()
-        .map(|p| PointBody {
-            timestamp: rfc3339(Some(p.ts)),
-            count: p.count,
-            average: p.avg,
-            min: p.min,
-            max: p.max,
-            sum: p.sum,
-        })
-        .collect();
+    let groups = labels::ranges(&state.store, kind, &selector, (from_ms, to_ms, bucket_ms)).await?;
+    let bucket = bucket_ms / 1000;
+    let body = if selector.group_by.is_empty() {
+        let g = groups.into_iter().next().unwrap_or_default();
+        SeriesBody {
+            kind,
+            bucket,
+            points: Some(points(g.merged)),
+            series: Some(g.series),
+            group_by: None,
+            groups: None,
+        }
+    } else {
+        SeriesBody {
+            kind,
+            bucket,
+            points: None,
+            series: None,
+            group_by: Some(&selector.group_by),
+            groups: Some(
+                groups
+                    .into_iter()
+                    .map(|g| GroupBody {
+                        tags: group_tags(&selector.group_by, g.values),
+                        series: g.series,
+                        points: points(g.merged),
+                    })
+                    .collect(),
+            ),
+        }
+    };
     let mut resp = HttpResponse::Ok();
     granted.write_headers(&mut resp);
-    Ok(resp.json(SeriesBody {
-        kind,
-        bucket: bucket_ms / 1000,
-        points,
-    }))
+    Ok(resp.json(body))
 }
 
 #[cfg(test)]

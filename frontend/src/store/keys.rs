@@ -14,6 +14,8 @@
 //! | `ratelimit:svc:<key id>:<subject>` | rate-limit log | `POST /api/limits/check` of one calling key |
 //! | `tally:apikey:<sha256 hex of the key>` | hash `id`, `name`, `tier`, `created_ms` | `tally-api keys create` (deleted by `revoke`); the API reads it (`HGETALL`) |
 //! | `tally:apikeys` | hash id -> sha256 hex | the key index, for `keys list` / `keys revoke` (never read by the server) |
+//! | `series:<type*>\|<key>=<value*>,...` | the series of one tag set (labels) | as `metric:<type>`, for tagged metrics; the scheme is in `labels.rs` |
+//! | `tally:series:<type*>` | set of the type's tag sets (the series index, at most `MAX_SERIES_PER_TYPE` plus the overflow one) | a POST of a new tag set (a Lua script); read by summaries, series and `/api/metrics/tags` (`SMEMBERS`) |
 //!
 //! The index is one key, so in cluster mode it lives on one shard and covers every shard's
 //! series. It is never pruned by the API: a type whose series was deleted or expired stays

@@ -48,7 +48,8 @@
 //!
 //! Files: `mod.rs` the `Store` and its commands; `single.rs` the connections to a single node;
 //! `tls.rs` TLS over them (`rediss://`);
-//! `index.rs` the type index; `reply.rs` the data types and the
+//! `index.rs` the type index; `labels.rs` the labels (tagged series keys, the per-type series
+//! index, `METRIC.EXPORT` of many series); `reply.rs` the data types and the
 //! parsing of replies; `error.rs` the typed errors; `keys.rs` the key scheme.
 
 use std::collections::BTreeMap;
@@ -68,6 +69,7 @@ mod error;
 mod index;
 pub mod keys;
 mod limits;
+pub mod labels;
 mod reply;
 mod single;
 mod tls;
@@ -320,7 +322,7 @@ impl Store {
             self.write_pipeline(
                 metrics
                     .iter()
-                    .map(|m| metric_add(keys::metric(&m.kind), m.value, m.ts_ms))
+                    .map(|m| metric_add(labels::series_key(&m.kind, &m.tags), m.value, m.ts_ms))
                     .collect(),
             )
             .await?;
@@ -328,7 +330,7 @@ impl Store {
         }
         let mut by_slot: BTreeMap<u16, Vec<Cmd>> = BTreeMap::new();
         for m in metrics {
-            let key = keys::metric(&m.kind);
+            let key = labels::series_key(&m.kind, &m.tags);
             by_slot
                 .entry(keys::hash_slot(key.as_bytes()))
                 .or_default()
@@ -341,9 +343,11 @@ impl Store {
         results.into_iter().try_for_each(|r| r.map(drop))
     }
 
-    /// `METRIC.ADD metric:<kind> <value> TS <ts_ms>`; returns the series' sample count.
-    pub async fn add_metric(&self, kind: &str, value: f64, ts_ms: u64) -> Result<i64> {
-        self.write(metric_add(keys::metric(kind), value, ts_ms))
+    /// `METRIC.ADD <series key> <value> TS <ts_ms>` (`metric:<kind>` without tags; see
+    /// `labels`); returns the series' sample count.
+    pub async fn add_metric(&self, m: &Metric) -> Result<i64> {
+        let (kind, value, ts_ms) = (m.kind.as_str(), m.value, m.ts_ms);
+        self.write(metric_add(labels::series_key(kind, &m.tags), value, ts_ms))
             .await
             .and_then(|v| int(&v))
             .map_err(|e| with_kind(e, kind))

@@ -12,6 +12,8 @@ use super::keys;
 #[derive(Debug, Clone, PartialEq)]
 pub struct Metric {
     pub kind: String,
+    /// The tag set, sorted by key (empty: the untagged series `metric:<type>`).
+    pub tags: Vec<(String, String)>,
     pub value: f64,
     /// Unix milliseconds, >= 0.
     pub ts_ms: u64,

@@ -5,6 +5,7 @@ use std::ffi::CStr;
 
 use tally_core::metric::aggregates;
 use tally_core::metric::series::{Point, Series, FUTURE_MS, QUANTILES};
+use tally_core::metric::state::{self, State};
 
 use crate::args::{self, Args};
 use crate::command::{key, Command, DocArg, Docs, Env};
@@ -222,17 +223,19 @@ impl Command for Summary {
 /// Most buckets one METRIC.RANGE may span.
 const MAX_RANGE_BUCKETS: u64 = 10_000;
 
-/// `METRIC.RANGE key from_ms to_ms bucket_ms`
+/// `METRIC.RANGE key from_ms to_ms bucket_ms [QUANTILES]`
 ///
 /// Per-bucket count, sum, min, max and avg of the retained data from `from_ms` to `to_ms`
 /// (inclusive; `-` and `+` are the oldest and newest retained data), in buckets of `bucket_ms`
 /// (a positive multiple of 1000) starting at multiples of it; non-empty buckets only, oldest
-/// first. O(stored buckets).
+/// first. With `QUANTILES`, each bucket also has p50, p90, p95 and p99 from its stored
+/// buckets' sketches. O(stored buckets).
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) struct Range {
     pub from: Bound,
     pub to: Bound,
     pub bucket_ms: u64,
+    pub quantiles: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -260,9 +263,9 @@ impl Command for Range {
     const NAME: &'static CStr = c"METRIC.RANGE";
     const FLAGS: &'static str = "readonly";
     const DOCS: Docs = Docs {
-        summary: c"Replies per-bucket count, sum, min, max and avg from from_ms to to_ms, in buckets of bucket_ms",
+        summary: c"Replies per-bucket count, sum, min, max and avg (and p50, p90, p95, p99 with QUANTILES) from from_ms to to_ms, in buckets of bucket_ms",
         complexity: c"O(B): B stored time buckets",
-        arity: 5,
+        arity: -5,
         key: key::RO | key::ACCESS,
         args: &[
             DocArg::key(c"key"),
@@ -275,32 +278,30 @@ impl Command for Range {
                 &[DocArg::integer(c"to_ms"), DocArg::pure_token(c"newest", c"+")],
             ),
             DocArg::integer(c"bucket_ms"),
+            DocArg::pure_token(c"quantiles", c"QUANTILES").optional(),
         ],
         acl_categories: c"",
     };
 
     fn parse(mut args: Args, _: &Env) -> Result<Self> {
-        let (Some(from), Some(to), 5) = (args.next_arg(), args.next_arg(), args.argc()) else {
+        let argc = args.argc();
+        if !matches!(argc, 5 | 6) {
             return Err(Error::WrongArity);
-        };
-        let from = Bound::parse(from, "from_ms")?;
-        let to = Bound::parse(to, "to_ms")?;
-        let bucket_ms = args.positive("bucket_ms", i64::MAX as u64)?;
-        if bucket_ms % 1000 != 0 {
-            return Err(Error::custom(
-                "bucket_ms must be a positive multiple of 1000",
-            ));
+        }
+        let (from, to, bucket_ms) = parse_range(&mut args)?;
+        if argc == 6 {
+            args.keyword("QUANTILES")?;
         }
         Ok(Range {
             from,
             to,
             bucket_ms,
+            quantiles: argc == 6,
         })
     }
 
     #[inline]
     fn execute(self, call: &Call, env: &Env) -> Result<()> {
-        let bucket = self.bucket_ms;
         let mut key = call.read_key(1);
         let Some(series) = key.value::<Series>(&SERIES_TYPE)? else {
             call.reply.array(0);
@@ -308,27 +309,160 @@ impl Command for Range {
         };
         let now = server::now_ms();
         let retention = env.retention_ms;
-        let Some((oldest, newest)) = series.bounds(now, retention) else {
+        let span = (self.from, self.to, self.bucket_ms);
+        let Some((from, to)) = resolve_span(series, span, now, retention)? else {
             call.reply.array(0);
             return Ok(());
         };
-        let resolve = |b: Bound| match b {
-            Bound::Oldest => oldest,
-            Bound::Newest => newest,
-            Bound::At(ms) => ms,
-        };
-        let (from, to) = (resolve(self.from), resolve(self.to));
-        if from <= to && to / bucket - from / bucket >= MAX_RANGE_BUCKETS {
-            return Err(Error::custom(format!(
-                "the range spans more than {MAX_RANGE_BUCKETS} buckets of bucket_ms"
-            )));
-        }
-        let points = if from <= to {
-            series.range(from, to, bucket, now, retention)
+        if self.quantiles {
+            let states = series.range_states(from, to, self.bucket_ms, now, retention);
+            write_point_states(&call.reply, &states);
         } else {
-            Vec::new()
+            let points = series.range(from, to, self.bucket_ms, now, retention);
+            write_points(&call.reply, &points);
+        }
+        Ok(())
+    }
+}
+
+/// `from_ms to_ms bucket_ms` of METRIC.RANGE and METRIC.EXPORT's `RANGE`.
+type RangeArgs = (Bound, Bound, u64);
+
+fn parse_range(args: &mut Args) -> Result<RangeArgs> {
+    let (Some(from), Some(to)) = (args.next_arg(), args.next_arg()) else {
+        return Err(Error::WrongArity);
+    };
+    let from = Bound::parse(from, "from_ms")?;
+    let to = Bound::parse(to, "to_ms")?;
+    let bucket_ms = args.positive("bucket_ms", i64::MAX as u64)?;
+    if bucket_ms % 1000 != 0 {
+        return Err(Error::custom(
+            "bucket_ms must be a positive multiple of 1000",
+        ));
+    }
+    Ok((from, to, bucket_ms))
+}
+
+/// The span `(from, to)` of a range over `series` (`-` and `+` resolved), `None` when the
+/// series shows no data or `from > to`; an error past [`MAX_RANGE_BUCKETS`].
+fn resolve_span(
+    series: &Series,
+    (from, to, bucket): RangeArgs,
+    now: u64,
+    retention: u64,
+) -> Result<Option<(u64, u64)>> {
+    let Some((oldest, newest)) = series.bounds(now, retention) else {
+        return Ok(None);
+    };
+    let resolve = |b: Bound| match b {
+        Bound::Oldest => oldest,
+        Bound::Newest => newest,
+        Bound::At(ms) => ms,
+    };
+    let (from, to) = (resolve(from), resolve(to));
+    if from > to {
+        return Ok(None);
+    }
+    if to / bucket - from / bucket >= MAX_RANGE_BUCKETS {
+        return Err(Error::custom(format!(
+            "the range spans more than {MAX_RANGE_BUCKETS} buckets of bucket_ms"
+        )));
+    }
+    Ok(Some((from, to)))
+}
+
+/// `METRIC.EXPORT key [WINDOW window_ms | RANGE from_ms to_ms bucket_ms]`
+///
+/// The mergeable state of the series, for merging several series exactly (the API's
+/// labels): the aggregates and the sketch bins of every sample (all-time), of the last
+/// `window_ms` (as METRIC.SUMMARY WINDOW), or of each point of a range (as METRIC.RANGE),
+/// as one bulk string in `tally_core::metric::state`'s encoding; nil for a missing key.
+/// O(bins) all-time, O(B) with WINDOW or RANGE.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Export {
+    pub part: Part,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Part {
+    AllTime,
+    Window(u64),
+    Range(RangeArgs),
+}
+
+impl Command for Export {
+    const NAME: &'static CStr = c"METRIC.EXPORT";
+    const FLAGS: &'static str = "readonly";
+    const DOCS: Docs = Docs {
+        summary: c"Replies the mergeable state (aggregates and sketch bins) of all samples, of the last window_ms, or of each range bucket, encoded, to merge several series",
+        complexity: c"O(N) all-time: N sketch bins; O(B) with WINDOW or RANGE: B time buckets",
+        arity: -2,
+        key: key::RO | key::ACCESS,
+        args: &[
+            DocArg::key(c"key"),
+            DocArg::one_of(
+                c"part",
+                &[
+                    DocArg::integer(c"window_ms").token(c"WINDOW"),
+                    DocArg::block(
+                        c"range",
+                        &[
+                            DocArg::one_of(
+                                c"from",
+                                &[DocArg::integer(c"from_ms"), DocArg::pure_token(c"oldest", c"-")],
+                            ),
+                            DocArg::one_of(
+                                c"to",
+                                &[DocArg::integer(c"to_ms"), DocArg::pure_token(c"newest", c"+")],
+                            ),
+                            DocArg::integer(c"bucket_ms"),
+                        ],
+                    )
+                    .token(c"RANGE"),
+                ],
+            )
+            .optional(),
+        ],
+        acl_categories: c"",
+    };
+
+    fn parse(mut args: Args, env: &Env) -> Result<Self> {
+        let part = match args.argc() {
+            2 => Part::AllTime,
+            4 => {
+                args.keyword("WINDOW")?;
+                Part::Window(args.positive("window_ms", env.retention_ms)?)
+            }
+            6 => {
+                args.keyword("RANGE")?;
+                Part::Range(parse_range(&mut args)?)
+            }
+            _ => return Err(Error::WrongArity),
         };
-        write_points(&call.reply, &points);
+        Ok(Export { part })
+    }
+
+    #[inline]
+    fn execute(self, call: &Call, env: &Env) -> Result<()> {
+        let mut key = call.read_key(1);
+        let Some(series) = key.value::<Series>(&SERIES_TYPE)? else {
+            call.reply.null();
+            return Ok(());
+        };
+        let now = server::now_ms();
+        let bytes = match self.part {
+            Part::AllTime => series.all_time_state().encode(),
+            Part::Window(w) => series.window_state(now, w).encode(),
+            Part::Range(span) => {
+                let retention = env.retention_ms;
+                let points = match resolve_span(series, span, now, retention)? {
+                    Some((from, to)) => series.range_states(from, to, span.2, now, retention),
+                    None => Vec::new(),
+                };
+                state::encode_points(&points)
+            }
+        };
+        call.reply.bulk(&bytes);
         Ok(())
     }
 }
@@ -366,6 +500,36 @@ fn write_summary(reply: &Reply, s: Option<&aggregates::Summary>) {
     reply.uint(s.first_ts);
     reply.field("last_ts");
     reply.uint(s.last_ts);
+    write_quantiles(reply, s);
+}
+
+/// METRIC.RANGE ... QUANTILES: each point's fields, then its quantiles.
+fn write_point_states(reply: &Reply, points: &[(u64, State)]) {
+    let summaries: Vec<_> = points
+        .iter()
+        .filter_map(|(ts, state)| Some((ts, state.summary()?)))
+        .collect();
+    reply.array(summaries.len());
+    for (ts, s) in summaries {
+        reply.record(6 + QUANTILES.len());
+        reply.field("ts");
+        reply.uint(*ts);
+        reply.field("count");
+        reply.uint(s.count);
+        for (name, v) in [
+            ("sum", s.sum),
+            ("min", s.min),
+            ("max", s.max),
+            ("avg", s.avg),
+        ] {
+            reply.field(name);
+            reply.double(v);
+        }
+        write_quantiles(reply, &s);
+    }
+}
+
+fn write_quantiles(reply: &Reply, s: &aggregates::Summary) {
     for ((name, _, _), q) in QUANTILES.iter().zip(s.quantiles) {
         reply.field(name);
         match q {

@@ -125,6 +125,27 @@ impl Aggregates {
         )
     }
 
+    /// [`Aggregates::from_parts`] for merged aggregates (a window, a range point): adding up
+    /// values near the double range can overflow the sum and leave the mean and variance NaN,
+    /// which a merged state must carry as the module computed it. Min, max, counts and
+    /// timestamps are checked as usual.
+    pub fn from_merged_parts(f: [f64; 6], u: [u64; 3]) -> Result<Self, &'static str> {
+        let mut checked = f;
+        checked[..4].fill(0.0);
+        let base = Self::from_parts(checked, u)?;
+        if base.count == 0 && f != checked {
+            return Err("empty aggregates with data");
+        }
+        let [sum, comp, mean, m2, ..] = f;
+        Ok(Aggregates {
+            sum,
+            comp,
+            mean,
+            m2,
+            ..base
+        })
+    }
+
     /// Rebuilds aggregates from `to_parts`, refusing states no sequence of adds can produce.
     pub fn from_parts(f: [f64; 6], u: [u64; 3]) -> Result<Self, &'static str> {
         let [sum, comp, mean, m2, min, max] = f;

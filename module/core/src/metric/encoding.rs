@@ -10,7 +10,7 @@ use crate::codec::{Decoded, Reader, Writer};
 /// Current encoding version (the type's encver and the payload's first byte).
 pub const ENCODING_VERSION: u8 = 2;
 
-fn write_aggregates(w: &mut Writer, a: &Aggregates) {
+pub(crate) fn write_aggregates(w: &mut Writer, a: &Aggregates) {
     let (floats, ints) = a.to_parts();
     for v in ints {
         w.uint(v);
@@ -20,7 +20,15 @@ fn write_aggregates(w: &mut Writer, a: &Aggregates) {
     }
 }
 
-fn read_aggregates(r: &mut Reader) -> Decoded<Aggregates> {
+pub(crate) fn read_aggregates(r: &mut Reader) -> Decoded<Aggregates> {
+    read_aggregates_with(r, Aggregates::from_parts)
+}
+
+/// Reads aggregates, rebuilt by `build` (`Aggregates::from_parts` or `from_merged_parts`).
+pub(crate) fn read_aggregates_with(
+    r: &mut Reader,
+    build: fn([f64; 6], [u64; 3]) -> Result<Aggregates, &'static str>,
+) -> Decoded<Aggregates> {
     let mut ints = [0u64; 3];
     for v in &mut ints {
         *v = r.uint()?;
@@ -29,7 +37,7 @@ fn read_aggregates(r: &mut Reader) -> Decoded<Aggregates> {
     for v in &mut floats {
         *v = r.f64()?;
     }
-    Aggregates::from_parts(floats, ints)
+    build(floats, ints)
 }
 
 fn write_sketch(w: &mut Writer, s: &Sketch) {

@@ -8,10 +8,14 @@
 pub mod aggregates;
 pub mod encoding;
 #[cfg(test)]
+mod merge_proptests;
+#[cfg(test)]
 mod proptests;
 pub mod series;
 pub mod sketch;
+pub mod state;
 
 pub use aggregates::{Aggregates, Summary};
 pub use series::{summarize, Series};
 pub use sketch::Sketch;
+pub use state::State;

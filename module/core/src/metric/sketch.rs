@@ -73,6 +73,11 @@ fn value_of(index: i32) -> f64 {
     }
 }
 
+/// Whether `index` is a bin index `index_of` can return.
+pub(crate) fn valid_index(index: i32) -> bool {
+    index.abs() <= 2 * K + 1
+}
+
 fn pack(index: i32, count: u32) -> u32 {
     (((index + 32768) as u32) << 16) | count
 }
@@ -170,8 +175,8 @@ impl Sketch {
         }
     }
 
-    /// (index, count) of each entry, in value order.
-    fn entries(&self) -> impl Iterator<Item = (i32, u64)> + '_ {
+    /// (index, count) of each entry, in value order (an index repeats for a continuation).
+    pub(crate) fn entries(&self) -> impl Iterator<Item = (i32, u64)> + '_ {
         self.bins.iter().map(|&b| (index(b), u64::from(count(b))))
     }
 
@@ -198,9 +203,7 @@ impl Sketch {
 
     pub fn from_words(words: Vec<u32>) -> Result<Self, &'static str> {
         let sorted = words.windows(2).all(|w| index(w[0]) <= index(w[1]));
-        let valid = words
-            .iter()
-            .all(|&b| count(b) > 0 && index(b).abs() <= 2 * K + 1);
+        let valid = words.iter().all(|&b| count(b) > 0 && valid_index(index(b)));
         if sorted && valid {
             Ok(Sketch { bins: words })
         } else {
@@ -253,7 +256,7 @@ impl Quantiles {
 /// rank `ceil(num/den * total)` (1-based, computed exactly in integers); with `bounds`, the
 /// exact `(min, max)` of the samples, the extreme ranks are exact and every estimate is
 /// clamped into them.
-fn walk<const N: usize>(
+pub(crate) fn walk<const N: usize>(
     mut bins: impl Iterator<Item = (i32, u64)>,
     total: u64,
     fractions: &[(u64, u64); N],

@@ -1,7 +1,7 @@
 //! The METRIC.* grammar as tables of `argv -> Ok(command) / Err(message)`: the messages are
 //! the exact error replies (before Redis adds the command name to the arity error).
 
-use super::{Add, Bound, Range, Summary};
+use super::{Add, Bound, Export, Part, Range, Summary};
 use crate::command::testing::{error, parse, CLIENT, REPLAY};
 use crate::command::{Command, Env};
 
@@ -182,6 +182,7 @@ fn range_takes_two_bounds_and_a_bucket_width() {
                 from: Bound::Oldest,
                 to: Bound::Newest,
                 bucket_ms: 60_000,
+                quantiles: false,
             },
         ),
         (
@@ -190,6 +191,7 @@ fn range_takes_two_bounds_and_a_bucket_width() {
                 from: Bound::At(0),
                 to: Bound::At(1_700_000_000_000),
                 bucket_ms: 1000,
+                quantiles: false,
             },
         ),
         (
@@ -198,6 +200,16 @@ fn range_takes_two_bounds_and_a_bucket_width() {
                 from: Bound::Newest,
                 to: Bound::Oldest,
                 bucket_ms: 1000,
+                quantiles: false,
+            },
+        ),
+        (
+            &["METRIC.RANGE", "k", "-", "+", "1000", "quantiles"],
+            Range {
+                from: Bound::Oldest,
+                to: Bound::Newest,
+                bucket_ms: 1000,
+                quantiles: true,
             },
         ),
     ];
@@ -206,7 +218,14 @@ fn range_takes_two_bounds_and_a_bucket_width() {
     }
     let cases: &[(&[&str], &str)] = &[
         (&["METRIC.RANGE", "k", "-", "+"], ARITY),
-        (&["METRIC.RANGE", "k", "-", "+", "1000", "x"], ARITY),
+        (
+            &["METRIC.RANGE", "k", "-", "+", "1000", "x"],
+            "ERR syntax error near 'x'",
+        ),
+        (
+            &["METRIC.RANGE", "k", "-", "+", "1000", "QUANTILES", "x"],
+            ARITY,
+        ),
         (
             &["METRIC.RANGE", "k", "x", "+", "1000"],
             "ERR from_ms must be a non-negative integer, - or +",
@@ -248,4 +267,50 @@ fn the_registration_entries_match_the_documented_commands() {
         (c"METRIC.SUMMARY", "readonly fast")
     );
     assert_eq!((Range::NAME, Range::FLAGS), (c"METRIC.RANGE", "readonly"));
+}
+
+#[test]
+fn export_takes_nothing_a_window_or_a_range() {
+    let ok: &[(&[&str], Part)] = &[
+        (&["METRIC.EXPORT", "k"], Part::AllTime),
+        (
+            &["METRIC.EXPORT", "k", "window", "60000"],
+            Part::Window(60_000),
+        ),
+        (
+            &["METRIC.EXPORT", "k", "RANGE", "-", "2000", "1000"],
+            Part::Range((Bound::Oldest, Bound::At(2000), 1000)),
+        ),
+    ];
+    for (words, want) in ok {
+        assert_eq!(
+            &parse::<Export>(words, &CLIENT).unwrap().part,
+            want,
+            "{words:?}"
+        );
+    }
+    let cases: &[(&[&str], &str)] = &[
+        (&["METRIC.EXPORT"], ARITY),
+        (&["METRIC.EXPORT", "k", "WINDOW"], ARITY),
+        (&["METRIC.EXPORT", "k", "RANGE", "-", "+"], ARITY),
+        (
+            &["METRIC.EXPORT", "k", "LIMIT", "5"],
+            "ERR syntax error near 'LIMIT'",
+        ),
+        (
+            &["METRIC.EXPORT", "k", "WINDOW", "0"],
+            "ERR window_ms must be a positive integer",
+        ),
+        (
+            &["METRIC.EXPORT", "k", "RANGE", "-", "+", "1500"],
+            "ERR bucket_ms must be a positive multiple of 1000",
+        ),
+        (
+            &["METRIC.EXPORT", "k", "RANGE", "x", "+", "1000"],
+            "ERR from_ms must be a non-negative integer, - or +",
+        ),
+    ];
+    for (words, want) in cases {
+        assert_eq!(error::<Export>(words, &CLIENT), *want, "{words:?}");
+    }
 }

@@ -15,6 +15,7 @@ use std::collections::VecDeque;
 
 use super::aggregates::{Aggregates, Summary};
 use super::sketch::{index_of, Quantiles, Sketch, ALL_TIME_CAP, BUCKET_CAP};
+use super::state::State;
 
 pub const FINE_MS: u64 = 1000;
 pub const COARSE_MS: u64 = 60_000;
@@ -285,6 +286,23 @@ impl Series {
     /// start rounded down to the stored resolution (1 s up to a minute, else 60 s).
     /// O(buckets).
     pub fn window(&self, now_ms: u64, window_ms: u64) -> Option<Summary> {
+        let (agg, sketches) = self.window_parts(now_ms, window_ms);
+        summarize(&agg, &sketches)
+    }
+
+    /// The mergeable state of [`Series::window`]'s samples (for merging across series).
+    pub fn window_state(&self, now_ms: u64, window_ms: u64) -> State {
+        let (agg, sketches) = self.window_parts(now_ms, window_ms);
+        State::of(&agg, &sketches)
+    }
+
+    /// The mergeable state of every sample ever added.
+    pub fn all_time_state(&self) -> State {
+        State::of(&self.all, &[&self.sketch])
+    }
+
+    /// The merged aggregates and the sketches of the buckets of the window.
+    fn window_parts(&self, now_ms: u64, window_ms: u64) -> (Aggregates, Vec<&Sketch>) {
         let tier = if window_ms <= FINE_WINDOW_MS {
             &self.fine
         } else {
@@ -297,7 +315,7 @@ impl Series {
             agg.merge(&b.agg);
             sketches.push(&b.sketch);
         }
-        summarize(&agg, &sketches)
+        (agg, sketches)
     }
 
     /// The stored buckets visible at `now_ms` under `retention_ms` (from the retention's
@@ -353,31 +371,74 @@ impl Series {
         now_ms: u64,
         retention_ms: u64,
     ) -> Vec<Point> {
-        let mut points: Vec<(u64, Aggregates)> = Vec::new();
+        let span = (from_ms, to_ms, bucket_ms);
+        self.range_fold(
+            span,
+            now_ms,
+            retention_ms,
+            |b| b.agg,
+            |a, b| a.merge(&b.agg),
+        )
+        .into_iter()
+        .filter_map(|(ts, agg)| {
+            let s = agg.summary()?;
+            Some(Point {
+                ts,
+                count: s.count,
+                sum: s.sum,
+                min: s.min,
+                max: s.max,
+                avg: s.avg,
+            })
+        })
+        .collect()
+    }
+
+    /// The mergeable state of each point of [`Series::range`] (same starts, same samples),
+    /// its bins from the stored buckets' sketches: per-bucket quantiles, and merging a point
+    /// across series.
+    pub fn range_states<'a>(
+        &'a self,
+        from_ms: u64,
+        to_ms: u64,
+        bucket_ms: u64,
+        now_ms: u64,
+        retention_ms: u64,
+    ) -> Vec<(u64, State)> {
+        let span = (from_ms, to_ms, bucket_ms);
+        let open = |b: &'a Bucket| (b.agg, vec![&b.sketch]);
+        self.range_fold(span, now_ms, retention_ms, open, |(agg, sketches), b| {
+            agg.merge(&b.agg);
+            sketches.push(&b.sketch);
+        })
+        .into_iter()
+        .filter(|(_, (agg, _))| agg.count > 0)
+        .map(|(ts, (agg, sketches))| (ts, State::of(&agg, &sketches)))
+        .collect()
+    }
+
+    /// The stored buckets of `(from_ms, to_ms, bucket_ms)` folded into range points: `open`
+    /// starts a point with a bucket, `add` adds the next bucket of the same point.
+    fn range_fold<'a, T>(
+        &'a self,
+        (from_ms, to_ms, bucket_ms): (u64, u64, u64),
+        now_ms: u64,
+        retention_ms: u64,
+        open: impl Fn(&'a Bucket) -> T,
+        add: impl Fn(&mut T, &'a Bucket),
+    ) -> Vec<(u64, T)> {
+        let mut points: Vec<(u64, T)> = Vec::new();
         for (start, b) in self.stored(now_ms, retention_ms) {
             if start > to_ms || b.agg.last_ts < from_ms {
                 continue;
             }
             let ts = floor_to(start.max(from_ms), bucket_ms);
             match points.last_mut() {
-                Some((t, agg)) if *t == ts => agg.merge(&b.agg),
-                _ => points.push((ts, b.agg)),
+                Some((t, acc)) if *t == ts => add(acc, b),
+                _ => points.push((ts, open(b))),
             }
         }
         points
-            .into_iter()
-            .filter_map(|(ts, agg)| {
-                let s = agg.summary()?;
-                Some(Point {
-                    ts,
-                    count: s.count,
-                    sum: s.sum,
-                    min: s.min,
-                    max: s.max,
-                    avg: s.avg,
-                })
-            })
-            .collect()
     }
 
     pub fn heap_bytes(&self) -> usize {
