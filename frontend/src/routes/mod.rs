@@ -106,7 +106,7 @@ impl Route {
 }
 
 /// Every endpoint (SPEC §5; the OpenAPI document describes the same list).
-pub const ROUTES: [Route; 11] = [
+pub const ROUTES: [Route; 12] = [
     Route::get("/health", |r| r.to(health::health)),
     Route::post("/api/metrics", |r| r.to(metrics::post_metric)),
     Route::get("/api/metrics/summary", |r| r.to(metrics::summary)),

@@ -7,7 +7,9 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
 
 use crate::labels;
+use crate::policies::Class;
 use crate::routes::error::ApiError;
+use crate::routes::limit;
 use crate::routes::metrics::{metric_type, parse_query};
 use crate::routes::AppState;
 
@@ -27,6 +29,9 @@ struct TagsBody<'a> {
 pub async fn tags(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let query: TagsQuery = parse_query(&req)?;
     let kind = metric_type(query.metric_type.as_deref())?;
+    let granted = limit::enforce(&state, &req, Class::Read, 1).await?;
     let (series, tags) = labels::tag_values(&state.store, kind).await?;
-    Ok(HttpResponse::Ok().json(TagsBody { kind, series, tags }))
+    let mut resp = HttpResponse::Ok();
+    granted.write_headers(&mut resp);
+    Ok(resp.json(TagsBody { kind, series, tags }))
 }
