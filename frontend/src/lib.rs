@@ -3,6 +3,7 @@
 
 pub mod breaker;
 pub mod config;
+pub mod decisions;
 pub mod known_types;
 pub mod payload;
 pub mod ratelimit;
@@ -10,6 +11,7 @@ pub mod routes;
 pub mod startup;
 pub mod store;
 pub mod telemetry;
+pub mod top_clients;
 pub mod upstream;
 
 #[cfg(test)]

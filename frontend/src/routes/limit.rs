@@ -7,6 +7,7 @@ use actix_web::http::header::{HeaderName, HeaderValue, RETRY_AFTER};
 use actix_web::{HttpRequest, HttpResponseBuilder};
 
 use crate::config::canonical;
+use crate::decisions::{ClientLabel, Outcome, DEFAULT_POLICY};
 use crate::ratelimit::{
     client_identity, ratelimit_value, walk_forwarded_for, Decision, Policy, TrustedProxies,
 };
@@ -78,6 +79,11 @@ pub async fn enforce(state: &AppState, req: &HttpRequest, cost: u64) -> Result<G
         .check_rate(client, policy.limit, policy.window_ms(), cost)
         .await?;
     state.telemetry.count_rate_decision(decision.allowed);
+    state.decisions.record(
+        DEFAULT_POLICY,
+        Outcome::of(decision.allowed),
+        &ClientLabel::Ip(client),
+    );
     if decision.allowed {
         Ok(Granted {
             limiter: limiter.clone(),

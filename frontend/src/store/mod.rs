@@ -48,7 +48,7 @@
 //!
 //! Files: `mod.rs` the `Store` and its commands; `single.rs` the connections to a single node;
 //! `tls.rs` TLS over them (`rediss://`);
-//! `index.rs` the type index; `reply.rs` the data types and the
+//! `index.rs` the type index; `analytics.rs` the limiter's decision series and denied clients; `reply.rs` the data types and the
 //! parsing of replies; `error.rs` the typed errors; `keys.rs` the key scheme.
 
 use std::collections::BTreeMap;
@@ -64,6 +64,7 @@ use redis::{Cmd, Pipeline, RedisError, RedisResult, TlsCertificates, Value};
 
 use crate::config::Config;
 
+mod analytics;
 mod error;
 mod index;
 pub mod keys;
@@ -71,6 +72,7 @@ mod reply;
 mod single;
 mod tls;
 
+pub use analytics::{TOP_PER_MINUTE, TOP_TTL_S};
 pub use error::{Argument, InvalidUrl, StoreError};
 pub use index::TypeIndex;
 pub use reply::{parse_decision, parse_points, parse_summary, Decision, Metric, Point, Summary};
