@@ -409,8 +409,21 @@ async fn a_tls_cluster_serves_the_api_as_the_readme_acl_user() {
             types.body
         );
     }
-    // 12 POSTs and a batch: the decisions' keys are on their own slots.
-    until_analytics(&http, &base, 13, 0, None).await;
+    // 12 POSTs and a batch allowed here, 2 denied by an instance whose limit is 1: the
+    // decisions' keys and the minute's set of denied clients are on slots of their own.
+    let strict = ApiProc::start(
+        &seeds.join(","),
+        &[
+            ("REDIS_CLUSTER", "true"),
+            ("REDIS_CA_FILE", &ca),
+            ("RATE_LIMIT", "1"),
+        ],
+    );
+    for v in [1, 2] {
+        assert_eq!(post(&http, &strict.base(), "t0", v).await.status, 429);
+    }
+    until_analytics(&http, &base, 13, 2, Some("127.0.0.1")).await;
+    drop(strict);
     // Every primary took some of the keys, and none logged an ACL denial.
     for node in &cluster.nodes {
         assert_ne!(node.cli(&pki, &["DBSIZE"]).trim(), "0");
