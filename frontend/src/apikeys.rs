@@ -77,6 +77,8 @@ pub fn presented<'a>(
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller {
     pub id: String,
+    /// The key's name (`keys create --name`), empty when it has none.
+    pub name: String,
     pub tier: String,
 }
 
@@ -116,6 +118,7 @@ impl KeyCache {
         let caller = store.api_key(&digest).await?.map(|r: KeyRecord| {
             Arc::new(Caller {
                 id: r.id,
+                name: r.name,
                 tier: r.tier,
             })
         });

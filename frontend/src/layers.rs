@@ -6,7 +6,7 @@
 //! config                                               plain data
 //! store                                                the only code naming `redis`
 //! breaker, upstream, telemetry, ratelimit, payload,
-//! known_types                                          the domain: no actix
+//! known_types, top_clients, decisions                 the domain: no actix
 //! routes                                               actix extractors and responses
 //! startup (and main.rs)
 //! ```
@@ -27,6 +27,8 @@ const LAYERS: &[(&str, u8)] = &[
     ("policies", 2),
     ("apikeys", 2),
     ("labels", 2),
+    ("top_clients", 2),
+    ("decisions", 2),
     ("routes", 3),
     ("startup", 4),
     ("cli", 4),

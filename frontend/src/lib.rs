@@ -5,6 +5,7 @@ pub mod apikeys;
 pub mod breaker;
 pub mod cli;
 pub mod config;
+pub mod decisions;
 pub mod known_types;
 pub mod labels;
 pub mod payload;
@@ -14,6 +15,7 @@ pub mod routes;
 pub mod startup;
 pub mod store;
 pub mod telemetry;
+pub mod top_clients;
 pub mod upstream;
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ use actix_web::{web, App, HttpServer};
 
 use crate::breaker::{Breaker, Clock, SystemClock, DEFAULT_TRIAL_CALLS};
 use crate::config::Config;
+use crate::decisions::{Decisions, FLUSH_INTERVAL};
 use crate::known_types::KnownTypes;
 use crate::labels::Labels;
 use crate::policies::Policies;
@@ -49,6 +50,43 @@ const ACCESS_LOG_TARGET: &str = "actix_web::middleware::logger";
 pub struct Application {
     port: u16,
     server: Server,
+    /// Asks the flush task for its last flush (when the server has stopped).
+    stop_flushing: Arc<tokio::sync::Notify>,
+    flusher: tokio::task::JoinHandle<()>,
+}
+
+/// Flushes `decisions` every `FLUSH_INTERVAL` on a store of its own, and once more when
+/// `stop` is notified (then returns). A failure is logged when it starts and when it ends.
+async fn flush_decisions(decisions: Arc<Decisions>, store: Store, stop: Arc<tokio::sync::Notify>) {
+    use futures_util::future::{select, Either};
+    let mut ticks = tokio::time::interval(FLUSH_INTERVAL);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failing = false;
+    loop {
+        let last = {
+            let tick = std::pin::pin!(ticks.tick());
+            let stopped = std::pin::pin!(stop.notified());
+            matches!(select(tick, stopped).await, Either::Right(_))
+        };
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        match decisions.flush(&store, now_ms).await {
+            Ok(()) if failing => {
+                failing = false;
+                log::info!("limiter analytics are flushed again");
+            }
+            Ok(()) => {}
+            Err(e) if !failing => {
+                failing = true;
+                log::warn!("limiter analytics not flushed (kept, retried every second): {e}");
+            }
+            Err(_) => {}
+        }
+        if last {
+            return;
+        }
+    }
 }
 
 impl Application {
@@ -95,6 +133,20 @@ impl Application {
             .policy_decisions
             .set_names(policies.rules.iter().map(|r| r.name.clone()).collect());
         let limiter = Limiter::new(policies);
+        // The limiter's decisions, counted in memory and flushed by a task of their own.
+        let names: Vec<&str> = limiter
+            .policies
+            .rules
+            .iter()
+            .map(|r| r.name.as_str())
+            .collect();
+        let decisions = Decisions::new(&names);
+        let stop_flushing = Arc::new(tokio::sync::Notify::new());
+        let flusher = tokio::spawn(flush_decisions(
+            decisions.clone(),
+            Store::new(&config, type_index.clone()).map_err(StartupError::Redis)?,
+            stop_flushing.clone(),
+        ));
         // Access lines are info records of actix's logger: when `RUST_LOG` hides them, the
         // middleware is left out rather than formatting each request for nothing.
         let access_log = log::log_enabled!(target: ACCESS_LOG_TARGET, log::Level::Info);
@@ -111,6 +163,7 @@ impl Application {
                 breaker: breaker.clone(),
                 upstream: upstream.clone(),
                 telemetry: telemetry.clone(),
+                decisions: decisions.clone(),
             });
             let telemetry = telemetry.clone();
             App::new()
@@ -156,6 +209,8 @@ impl Application {
         Ok(Application {
             port: local.port(),
             server,
+            stop_flushing,
+            flusher,
         })
     }
 
@@ -168,7 +223,18 @@ impl Application {
         self.server.handle()
     }
 
+    /// Runs the server; once it has stopped, the decisions counted since the last flush are
+    /// flushed (for at most `FLUSH_INTERVAL` + the Redis timeout).
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        self.server.await
+        let result = self.server.await;
+        self.stop_flushing.notify_one();
+        let mut flusher = self.flusher;
+        if tokio::time::timeout(FLUSH_INTERVAL * 3, &mut flusher)
+            .await
+            .is_err()
+        {
+            flusher.abort();
+        }
+        result
     }
 }

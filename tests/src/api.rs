@@ -393,6 +393,11 @@ impl ApiProc {
         self.proc.kill();
     }
 
+    /// Its process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.proc.pid()
+    }
+
     /// The directory of its log (removed with it).
     pub fn dir(&self) -> &std::path::Path {
         self.dir.path()
@@ -407,6 +412,25 @@ pub fn post_metric(
     value: i64,
 ) -> reqwest::RequestBuilder {
     post_body(http, base, metric_body(kind, value))
+}
+
+/// `POST /api/metrics` of [`metric_body`] as `client`, named in `X-Forwarded-For` (the API
+/// must trust 127.0.0.1: `TRUSTED_PROXIES=127.0.0.1`), so each client has its own budget; the
+/// status.
+pub async fn post_metric_from(
+    http: &reqwest::Client,
+    base: &str,
+    kind: &str,
+    value: i64,
+    client: &str,
+) -> u16 {
+    post_metric(http, base, kind, value)
+        .header("x-forwarded-for", client)
+        .send()
+        .await
+        .expect("POST /api/metrics")
+        .status()
+        .as_u16()
 }
 
 /// A metric body for `POST /api/metrics` at the current time.

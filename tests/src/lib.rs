@@ -32,6 +32,8 @@ pub mod server;
 /// processes with the module (single node or cluster), `redis-cli --tls` to drive them, and the
 /// README's ACL line.
 pub mod tls;
+/// A headless Chromium driven through WebDriver (chromedriver), for the dashboard suite.
+pub mod webdriver;
 
 pub use process::{which, Proc};
 pub use rng::Rng;

@@ -26,6 +26,11 @@ async fn openapi_json_documents_every_endpoint() {
         "/metrics",
         "/openapi.json",
         "/docs",
+        "/api/ratelimit/decisions",
+        "/api/ratelimit/top",
+        "/external/state",
+        "/dashboard",
+        "/favicon.ico",
     ] {
         assert!(doc["paths"].get(path).is_some(), "{path}");
     }

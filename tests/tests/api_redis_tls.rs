@@ -47,6 +47,45 @@ async fn until_status(http: &reqwest::Client, base: &str, path: &str, status: u1
     }
 }
 
+/// Polls `/api/ratelimit/decisions` and `/top` until `allowed` and `denied` decisions are
+/// summed and the top holds `denied_client` (or 15 s pass): the limiter analytics are written
+/// (`METRIC.ADD` on `tally:decisions:*`; `ZINCRBY`, `ZREMRANGEBYRANK`, `EXPIRE` on
+/// `tally:top:*`) and read (`METRIC.RANGE`, `ZRANGE`) as the README's user.
+async fn until_analytics(
+    http: &reqwest::Client,
+    base: &str,
+    allowed: u64,
+    denied: u64,
+    denied_client: Option<&str>,
+) {
+    let total = |body: &serde_json::Value, outcome: &str| -> u64 {
+        body["policies"]["default"][outcome]
+            .as_array()
+            .map_or(0, |points| {
+                points.iter().map(|p| p[1].as_u64().unwrap_or(0)).sum()
+            })
+    };
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let d = get(http, base, "/api/ratelimit/decisions?window=900&bucket=10").await;
+        let t = get(http, base, "/api/ratelimit/top").await;
+        assert_eq!(d.status, 200, "{}", d.body);
+        assert_eq!(t.status, 200, "{}", t.body);
+        let body = d.json();
+        let sums = (total(&body, "allowed"), total(&body, "denied"));
+        let listed = denied_client.is_none_or(|c| t.body.contains(&format!("\"{c}\"")));
+        if sums == (allowed, denied) && listed {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "decisions {sums:?}, want ({allowed}, {denied}); top {}",
+            t.body
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Polls the API's log until it holds `needle` (the log is written as requests fail).
 async fn until_logged(api: &ApiProc, needle: &str) -> bool {
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -117,6 +156,23 @@ async fn every_endpoint_works_over_tls_as_the_readme_acl_user_and_nothing_else_i
     );
     let metrics = get(&http, &base, "/metrics").await;
     assert_eq!(metrics.status, 200, "{}", metrics.body);
+    // The limiter analytics, with denials from a second instance whose limit is 1 (the
+    // client, 127.0.0.1, has used more already).
+    let strict = ApiProc::start(
+        &url("tally-api", PASSWORD, server.port),
+        &[("REDIS_CA_FILE", &ca), ("RATE_LIMIT", "1")],
+    );
+    assert_eq!(post(&http, &strict.base(), "load", 5).await.status, 429);
+    assert_eq!(post(&http, &strict.base(), "load", 6).await.status, 429);
+    // 3 POSTs and a batch allowed here, 2 denied there.
+    until_analytics(&http, &base, 4, 2, Some("127.0.0.1")).await;
+    assert_eq!(
+        server.cli(&pki, &["ACL", "LOG"]).trim(),
+        "",
+        "{}",
+        strict.log()
+    );
+    drop(strict);
     // Labels: a tagged write (the series index script, a `series:` key) and the labelled
     // reads (SMEMBERS of the index, METRIC.EXPORT) under the same user.
     let tagged = send(
@@ -381,6 +437,21 @@ async fn a_tls_cluster_serves_the_api_as_the_readme_acl_user() {
             types.body
         );
     }
+    // 12 POSTs and a batch allowed here, 2 denied by an instance whose limit is 1: the
+    // decisions' keys and the minute's set of denied clients are on slots of their own.
+    let strict = ApiProc::start(
+        &seeds.join(","),
+        &[
+            ("REDIS_CLUSTER", "true"),
+            ("REDIS_CA_FILE", &ca),
+            ("RATE_LIMIT", "1"),
+        ],
+    );
+    for v in [1, 2] {
+        assert_eq!(post(&http, &strict.base(), "t0", v).await.status, 429);
+    }
+    until_analytics(&http, &base, 13, 2, Some("127.0.0.1")).await;
+    drop(strict);
     // Every primary took some of the keys, and none logged an ACL denial.
     for node in &cluster.nodes {
         assert_ne!(node.cli(&pki, &["DBSIZE"]).trim(), "0");

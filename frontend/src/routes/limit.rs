@@ -12,6 +12,7 @@ use serde::Serialize;
 
 use crate::apikeys::{self, Caller, KeyCache};
 use crate::config::canonical;
+use crate::decisions::{ClientLabel, Outcome};
 use crate::policies::{
     self, single_state, Class, ClassPlan, Decision, Policies, PolicyState, TierPlan,
 };
@@ -237,7 +238,7 @@ pub async fn enforce(
     }
     let key = budget_key(&who, class);
     if plan.enforced.is_empty() {
-        shadows(state, plan, &key, cost).await;
+        shadows(state, plan, &key, cost, &who.label()).await;
         return Ok(Granted { headers: None });
     }
     let (decision, states) = check(state, &key, &plan.enforced, cost, false).await?;
@@ -246,24 +247,19 @@ pub async fn enforce(
         policy: limiter.policy_header(tier_index, class),
         ratelimit: policies.ratelimit_header(&plan.enforced, &states),
     };
+    let client = who.label();
     if decision.allowed {
         for &i in &plan.enforced {
-            state
-                .telemetry
-                .policy_decisions
-                .count(i, PolicyOutcome::Allowed);
+            record(state, i, PolicyOutcome::Allowed, &client);
         }
-        shadows(state, plan, &key, cost).await;
+        shadows(state, plan, &key, cost, &client).await;
         return Ok(Granted {
             headers: Some(headers),
         });
     }
     let violated =
         policies::violated(&plan.enforced, &states, &decision, cost).unwrap_or(plan.enforced[0]);
-    state
-        .telemetry
-        .policy_decisions
-        .count(violated, PolicyOutcome::Denied);
+    record(state, violated, PolicyOutcome::Denied, &client);
     let rule = &policies.rules[violated];
     Err(ApiError::RateLimited(Denied {
         headers,
@@ -272,9 +268,40 @@ pub async fn enforce(
     }))
 }
 
+/// One decision of policy `i` for `client`: counted for `/metrics` and for the limiter
+/// analytics (in memory; flushed by a task of their own, never on the request path).
+fn record(state: &AppState, i: usize, outcome: PolicyOutcome, client: &ClientLabel<'_>) {
+    state.telemetry.policy_decisions.count(i, outcome);
+    let outcome = match outcome {
+        PolicyOutcome::Allowed => Outcome::Allowed,
+        PolicyOutcome::Denied => Outcome::Denied,
+        PolicyOutcome::ShadowDenied => Outcome::ShadowDenied,
+    };
+    let name = &state.limiter.policies.rules[i].name;
+    state.decisions.record(name, outcome, client);
+}
+
+impl Who {
+    /// How the limiter analytics name the caller: the client address, or the key's name (its
+    /// id when it has none).
+    pub fn label(&self) -> ClientLabel<'_> {
+        match self {
+            Who::Anonymous(ip) => ClientLabel::Ip(*ip),
+            Who::Keyed(c) if c.name.is_empty() => ClientLabel::Key(&c.id),
+            Who::Keyed(c) => ClientLabel::Key(&c.name),
+        }
+    }
+}
+
 /// Each shadow policy of `plan`, alone on its own log, for a request the enforced ones let
 /// through: a would-deny is counted, never answered; a failure is logged, never answered.
-async fn shadows(state: &AppState, plan: &ClassPlan, budget_key: &str, cost: u64) {
+async fn shadows(
+    state: &AppState,
+    plan: &ClassPlan,
+    budget_key: &str,
+    cost: u64,
+    client: &ClientLabel<'_>,
+) {
     let policies = &state.limiter.policies;
     for &i in &plan.shadow {
         let rule = &policies.rules[i];
@@ -290,7 +317,7 @@ async fn shadows(state: &AppState, plan: &ClassPlan, budget_key: &str, cost: u64
                 } else {
                     PolicyOutcome::ShadowDenied
                 };
-                state.telemetry.policy_decisions.count(i, outcome);
+                record(state, i, outcome, client);
             }
             Err(e) => log::warn!("shadow policy {:?} not evaluated: {e}", rule.name),
         }
@@ -322,6 +349,7 @@ mod tests {
     fn caller(id: &str, tier: &str) -> Who {
         Who::Keyed(Arc::new(Caller {
             id: id.to_string(),
+            name: String::new(),
             tier: tier.to_string(),
         }))
     }

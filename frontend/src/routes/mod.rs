@@ -13,6 +13,7 @@ use actix_web::{web, HttpResponse};
 
 use crate::breaker::Breaker;
 use crate::config::Config;
+use crate::decisions::Decisions;
 use crate::known_types::KnownTypes;
 use crate::labels::Labels;
 use crate::store::Store;
@@ -21,7 +22,9 @@ use crate::upstream::Upstream;
 use error::ApiError;
 use limit::Limiter;
 
+pub mod analytics;
 pub mod body;
+pub mod dashboard;
 pub mod deadline;
 pub mod docs;
 pub mod error;
@@ -51,6 +54,8 @@ pub struct AppState {
     pub upstream: Arc<Upstream>,
     pub telemetry: Arc<Telemetry>,
     pub limiter: Limiter,
+    /// The limiter's decisions and denied clients, counted in memory, one per process.
+    pub decisions: Arc<Decisions>,
 }
 
 /// The one method a route serves.
@@ -106,7 +111,7 @@ impl Route {
 }
 
 /// Every endpoint (SPEC §5; the OpenAPI document describes the same list).
-pub const ROUTES: [Route; 12] = [
+pub const ROUTES: [Route; 20] = [
     Route::get("/health", |r| r.to(health::health)),
     Route::post("/api/metrics", |r| r.to(metrics::post_metric)),
     Route::get("/api/metrics/summary", |r| r.to(metrics::summary)),
@@ -119,6 +124,16 @@ pub const ROUTES: [Route; 12] = [
     Route::get("/openapi.json", |r| r.to(docs::openapi)),
     Route::get("/docs", |r| r.to(docs::docs)),
     Route::post("/api/limits/check", |r| r.to(limits_check::check)),
+    Route::get("/api/ratelimit/decisions", |r| r.to(analytics::decisions)),
+    Route::get("/api/ratelimit/top", |r| r.to(analytics::top)),
+    Route::get("/external/state", |r| r.to(analytics::breaker)),
+    Route::get("/dashboard", |r| r.to(dashboard::page)),
+    Route::get("/dashboard/dashboard.js", |r| r.to(dashboard::script)),
+    Route::get("/dashboard/uPlot.iife.min.js", |r| {
+        r.to(dashboard::uplot_js)
+    }),
+    Route::get("/dashboard/uPlot.min.css", |r| r.to(dashboard::uplot_css)),
+    Route::get("/favicon.ico", |r| r.to(dashboard::favicon)),
 ];
 
 /// The telemetry label of every path that is not a route (so scans cannot blow up the label

@@ -16,6 +16,8 @@
 //! | `tally:apikeys` | hash id -> sha256 hex | the key index, for `keys list` / `keys revoke` (never read by the server) |
 //! | `series:<type*>\|<key>=<value*>,...` | the series of one tag set (labels) | as `metric:<type>`, for tagged metrics; the scheme is in `labels.rs` |
 //! | `tally:series:<type*>` | set of the type's tag sets (the series index, at most `MAX_SERIES_PER_TYPE` plus the overflow one) | a POST of a new tag set (a Lua script); read by summaries, series and `/api/metrics/tags` (`SMEMBERS`) |
+//! | `tally:decisions:<policy>:<outcome>` | the module's metric series: one sample per instance and flush, its value the number of decisions | each instance's flush task, at most once a second (`METRIC.ADD`); read by `GET /api/ratelimit/decisions` (`METRIC.RANGE`) |
+//! | `tally:top:<minute>` | sorted set: client -> denials in that minute (unix seconds of its start), at most `TOP_PER_MINUTE` members, expires after `TOP_TTL_S` | each instance's flush task (`ZINCRBY`, trimmed by `ZREMRANGEBYRANK`); read by `GET /api/ratelimit/top` |
 //!
 //! The index is one key, so in cluster mode it lives on one shard and covers every shard's
 //! series. It is never pruned by the API: a type whose series was deleted or expired stays
@@ -35,6 +37,21 @@ pub const TYPE_INDEX_BUILT: &str = "tally:types:built";
 pub const HEALTH_PROBE: &str = "tally:health";
 /// The module's metric data type, as `TYPE` and `SCAN ... TYPE` name it.
 pub const METRIC_TYPE_NAME: &str = "tally-met";
+
+/// Prefix of the limiter's decision series.
+pub const DECISIONS_PREFIX: &str = "tally:decisions:";
+/// Prefix of the per-minute sorted sets of denied clients.
+pub const TOP_PREFIX: &str = "tally:top:";
+
+/// `tally:decisions:<policy>:<outcome>` (policy names come from the configuration).
+pub fn decisions(policy: &str, outcome: &str) -> String {
+    format!("{DECISIONS_PREFIX}{policy}:{outcome}")
+}
+
+/// `tally:top:<minute start, unix seconds>`.
+pub fn top(minute_s: u64) -> String {
+    format!("{TOP_PREFIX}{minute_s}")
+}
 
 /// `metric:<type>`.
 pub fn metric(kind: &str) -> String {

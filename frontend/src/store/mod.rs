@@ -49,7 +49,8 @@
 //! Files: `mod.rs` the `Store` and its commands; `single.rs` the connections to a single node;
 //! `tls.rs` TLS over them (`rediss://`);
 //! `index.rs` the type index; `labels.rs` the labels (tagged series keys, the per-type series
-//! index, `METRIC.EXPORT` of many series); `reply.rs` the data types and the
+//! index, `METRIC.EXPORT` of many series); `analytics.rs` the limiter's decision series and
+//! denied clients; `reply.rs` the data types and the
 //! parsing of replies; `error.rs` the typed errors; `keys.rs` the key scheme.
 
 use std::collections::BTreeMap;
@@ -65,6 +66,7 @@ use redis::{Cmd, Pipeline, RedisError, RedisResult, TlsCertificates, Value};
 
 use crate::config::Config;
 
+mod analytics;
 mod error;
 mod index;
 pub mod keys;
@@ -74,6 +76,7 @@ mod reply;
 mod single;
 mod tls;
 
+pub use analytics::{TOP_PER_MINUTE, TOP_TTL_S};
 pub use error::{Argument, InvalidUrl, StoreError};
 pub use index::TypeIndex;
 pub use limits::{KeyRecord, PolicyState};
