@@ -12,6 +12,10 @@ const COLORS = {
   allowed: '#1a7f37', denied: '#cf222e', shadow_denied: '#bf8700',
 };
 const DASHES = [[], [6, 3], [2, 3], [8, 3, 2, 3]];
+// One colour per group of a grouped chart.
+const PALETTE = ['#1f6feb', '#cf222e', '#1a7f37', '#8250df', '#bf8700', '#0a7f8c', '#d1242f', '#57606a'];
+// How often (in polls) a panel re-reads its type's tag keys for the group-by menu.
+const TAGS_EVERY = 10;
 
 // The 15 minutes every chart shows (unix seconds), moved on at each poll.
 const frame = { from: 0, to: 0 };
@@ -51,7 +55,7 @@ function chart(el, labels, data, old, oldShape) {
     const outcome = label.split(' ').pop();
     return {
       label,
-      stroke: COLORS[label] || COLORS[outcome] || '#57606a',
+      stroke: COLORS[label] || COLORS[outcome] || PALETTE[i % PALETTE.length],
       dash: DASHES[Math.floor(i / 3) % DASHES.length],
       width: 1.5,
       // A lone bucket is a dot, not an invisible line.
@@ -78,35 +82,91 @@ function metricPanel(type) {
   const facts = document.createElement('div');
   facts.className = 'facts';
   facts.innerHTML = 'count (15 min): <b data-field="count">–</b> p99: <b data-field="p99">–</b>';
+  // Labels (SPEC section 9): a tag filter (`key=value`, comma-separated, all must match) and
+  // a group-by tag key; both apply to the count, the p99 and the chart.
+  const controls = document.createElement('div');
+  controls.className = 'controls';
+  const filter = document.createElement('input');
+  filter.type = 'text';
+  filter.dataset.control = 'filter';
+  filter.placeholder = 'filter: region=eu,host=web-1';
+  filter.setAttribute('aria-label', `tag filter of ${type}`);
+  const groupBy = document.createElement('select');
+  groupBy.dataset.control = 'group_by';
+  groupBy.setAttribute('aria-label', `group ${type} by tag`);
+  groupBy.append(new Option('no grouping', ''));
+  controls.append(filter, groupBy);
   const chartEl = document.createElement('div');
   chartEl.className = 'chart';
-  section.append(h, facts, chartEl);
+  section.append(h, facts, controls, chartEl);
   document.getElementById('panels').append(section);
   p = {
-    section, chartEl,
+    section, chartEl, filter, groupBy,
     count: facts.querySelector('[data-field="count"]'),
     p99: facts.querySelector('[data-field="p99"]'),
-    chart: null, shape: '',
+    chart: null, shape: '', polls: 0,
   };
   panels.set(type, p);
   return p;
 }
 
+/** The query of a panel's tag filter (`&tag.k=v...`); throws on a malformed one. */
+function filterQuery(text) {
+  return text.split(',').map((t) => t.trim()).filter((t) => t !== '').map((t) => {
+    const eq = t.indexOf('=');
+    if (eq < 1) throw new Error(`tag filter "${t}": write key=value`);
+    const key = t.slice(0, eq).trim();
+    const value = t.slice(eq + 1).trim();
+    return `&tag.${encodeURIComponent(key)}=${encodeURIComponent(value)}`;
+  }).join('');
+}
+
+/** Fills the group-by menu with the type's tag keys, keeping the choice. */
+async function refreshTagKeys(type, p) {
+  const body = await getJSON(`/api/metrics/tags?metric_type=${encodeURIComponent(type)}`);
+  const keys = Object.keys(body.tags || {}).filter((k) => k !== '__overflow__').sort();
+  const have = Array.from(p.groupBy.options).slice(1).map((o) => o.value);
+  if (keys.join('|') === have.join('|')) return;
+  const chosen = p.groupBy.value;
+  p.groupBy.replaceChildren(new Option('no grouping', ''), ...keys.map((k) => new Option(k, k)));
+  p.groupBy.value = keys.includes(chosen) ? chosen : '';
+}
+
+function groupName(tags) {
+  return Object.entries(tags).map(([k, v]) => `${k}=${v === null ? '(none)' : v}`).join(',');
+}
+
 async function refreshMetric(type, nowMs) {
+  const p = metricPanel(type);
+  if (p.polls++ % TAGS_EVERY === 0) await refreshTagKeys(type, p);
   const enc = encodeURIComponent(type);
   const from = encodeURIComponent(isoSeconds(nowMs - WINDOW_S * 1000));
+  const tags = filterQuery(p.filter.value);
+  const group = p.groupBy.value ? `&group_by=${encodeURIComponent(p.groupBy.value)}` : '';
   const [summary, series] = await Promise.all([
-    getJSON(`/api/metrics/summary?metric_type=${enc}&window=${WINDOW_S}`),
-    getJSON(`/api/metrics/series?metric_type=${enc}&from=${from}&bucket=${BUCKET_S}`),
+    getJSON(`/api/metrics/summary?metric_type=${enc}&window=${WINDOW_S}${tags}`),
+    getJSON(`/api/metrics/series?metric_type=${enc}&from=${from}&bucket=${BUCKET_S}${tags}${group}`),
   ]);
-  const p = metricPanel(type);
   p.count.textContent = fmt(summary.count);
   p.p99.textContent = fmt(summary.p99);
-  const points = series.points || [];
-  // p50 / p99 per bucket are drawn when the series points carry them.
-  const labels = ['average'].concat(['p50', 'p99'].filter((q) => points.some((pt) => q in pt)));
-  const xs = points.map((pt) => Date.parse(pt.timestamp) / 1000);
-  const data = [xs].concat(labels.map((l) => points.map((pt) => (pt[l] ?? null))));
+  let labels;
+  let data;
+  if (series.groups) {
+    // Grouped: the p99 of each group per bucket, on the union of the buckets.
+    const xs = Array.from(new Set(series.groups.flatMap((g) => g.points.map((pt) => pt.timestamp))))
+      .sort().map((ts) => [ts, Date.parse(ts) / 1000]);
+    labels = series.groups.map((g) => `${groupName(g.tags)} p99`);
+    data = [xs.map(([, x]) => x)].concat(series.groups.map((g) => {
+      const byTs = new Map(g.points.map((pt) => [pt.timestamp, pt.p99 ?? null]));
+      return xs.map(([ts]) => (byTs.has(ts) ? byTs.get(ts) : null));
+    }));
+  } else {
+    const points = series.points || [];
+    // p50 / p99 per bucket are drawn when the series points carry them.
+    labels = ['average'].concat(['p50', 'p99'].filter((q) => points.some((pt) => q in pt)));
+    const xs = points.map((pt) => Date.parse(pt.timestamp) / 1000);
+    data = [xs].concat(labels.map((l) => points.map((pt) => (pt[l] ?? null))));
+  }
   p.chart = chart(p.chartEl, labels, data, p.chart, p.shape);
   p.shape = labels.join('|');
 }

@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use serde_json::Value;
-use tally_tests::api::{post_metric_from, ApiProc, Upstream};
+use tally_tests::api::{now_rfc3339, post_metric_from, ApiProc, Upstream};
 use tally_tests::http::client;
 use tally_tests::webdriver::Browser;
 use tally_tests::{workspace_root, Server};
@@ -112,6 +112,72 @@ async fn the_dashboard_is_live_in_a_real_browser() {
     let disk = r#"[data-metric="disk_io"]"#;
     let took = browser.wait_for(&drawn(disk), FIVE_S).await;
     assert!(took.is_some(), "no disk_io panel within 5 s");
+
+    // Labels: a tagged type, grouped by host in the browser (one line per host), then
+    // filtered to one host (its count and p99).
+    for (i, (host, v)) in [("web-1", 10), ("web-1", 20), ("web-2", 300)]
+        .into_iter()
+        .enumerate()
+    {
+        let body = format!(
+            r#"{{"timestamp":"{}","value":{v},"type":"latency","tags":{{"host":"{host}"}}}}"#,
+            now_rfc3339()
+        );
+        let r = http
+            .post(format!("{base}/api/metrics"))
+            .header("content-type", "application/json")
+            .header("x-forwarded-for", format!("192.0.2.{}", 60 + i))
+            .body(body)
+            .send()
+            .await
+            .expect("tagged POST");
+        assert_eq!(r.status(), 201);
+    }
+    let latency = r#"[data-metric="latency"]"#;
+    assert!(
+        browser.wait_for(&drawn(latency), FIVE_S).await.is_some(),
+        "no latency panel within 5 s"
+    );
+    let group_by = format!(r#"{latency} [data-control="group_by"]"#);
+    let pick_host = format!(
+        "const s = document.querySelector('{group_by}');
+         if (!s || !Array.from(s.options).some(o => o.value === 'host')) return false;
+         s.value = 'host';
+         return true;"
+    );
+    assert!(
+        browser.wait_for(&pick_host, FIVE_S).await.is_some(),
+        "the group-by menu never offered host"
+    );
+    let legend = format!(
+        "const l = Array.from(document.querySelectorAll('{latency} .u-legend .u-label'))
+             .map(e => e.textContent);
+         return l.includes('host=web-1 p99') && l.includes('host=web-2 p99');"
+    );
+    assert!(
+        browser.wait_for(&legend, FIVE_S).await.is_some(),
+        "no line per host: {}",
+        browser.run(&text_of(&format!("{latency} .u-legend"))).await
+    );
+    assert!(browser.wait_for(&drawn(latency), FIVE_S).await.is_some());
+    browser
+        .run(&format!(
+            "const f = document.querySelector('{latency} [data-control=\"filter\"]');
+             f.value = 'host=web-2';
+             return true;"
+        ))
+        .await;
+    let latency_count = format!(r#"{latency} [data-field="count"]"#);
+    let latency_p99 = format!(r#"{latency} [data-field="p99"]"#);
+    assert!(
+        browser
+            .wait_for(&text_is(&latency_count, "1"), FIVE_S)
+            .await
+            .is_some(),
+        "the filter did not apply: count {}",
+        browser.run(&text_of(&latency_count)).await
+    );
+    assert_eq!(browser.run(&text_of(&latency_p99)).await, "300");
 
     // The breaker opens on screen: three failed calls to the upstream.
     for _ in 0..3 {
