@@ -2,13 +2,16 @@
 //! groups against exact statistics computed here (the 1% quantile rule, rank ceil(q n)),
 //! windows, per-bucket quantiles, `MAX_SERIES_PER_TYPE` and the overflow series, a new
 //! series seen at once by a second API instance, the key scheme's injectivity, and a
-//! 3-primary cluster giving the same answers as a single node with series on every shard.
+//! 3-primary cluster giving the same answers as a single node with series on every shard,
+//! each primary getting a query's exports as one pipeline.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{json as j, Value};
 use tally_api::config::Config;
 use tally_api::routes::metrics::rfc3339;
+use tally_api::store::labels::{self, Part};
+use tally_api::store::{Store, TypeIndex};
 use tally_tests::api::{config, TestApp};
 use tally_tests::cluster::Cluster;
 use tally_tests::http::json;
@@ -528,6 +531,128 @@ async fn a_cluster_answers_like_a_single_node_with_series_on_every_shard() {
         .collect();
     assert_eq!(shards.len(), 3);
     assert_eq!(single_answers, cluster_answers);
+    // Every primary served METRIC.EXPORTs of the type's series.
+    for port in cluster.primaries() {
+        assert!(calls(cluster.node(port), "METRIC.EXPORT") > 0, "{port}");
+    }
+}
+
+/// `total_reads_processed` of `INFO stats`: the reads of client sockets, one per pipeline
+/// that fits in a read (the reading `INFO` counts itself; `c` is kept open, as a new
+/// connection's greeting counts too).
+fn reads(c: &mut tally_tests::redis::Connection) -> u64 {
+    let info: String = tally_tests::redis::cmd("INFO")
+        .arg("stats")
+        .query(c)
+        .unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix("total_reads_processed:"))
+        .and_then(|n| n.trim().parse().ok())
+        .expect("total_reads_processed")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_export_is_one_pipeline_per_primary_not_one_per_slot() {
+    let base = minute_ago_base();
+    let mut cluster = Cluster::start();
+    let config = Config {
+        redis_cluster: true,
+        redis_urls: cluster.seed_urls(),
+        ..app_config("redis://127.0.0.1:1")
+    };
+    let app = TestApp::spawn_with(config.clone()).await;
+    let samples = fleet(base);
+    let (status, body) = json(app.post_batch(&body_of(&samples)).await).await;
+    assert_eq!(status, 201, "{body}");
+    let keys: Vec<String> = (0..50)
+        .map(|h| {
+            let tags = vec![
+                ("host".to_string(), format!("web-{h}")),
+                ("region".to_string(), ["eu", "us", "ap"][h % 3].to_string()),
+            ];
+            labels::series_key("latency", &tags)
+        })
+        .collect();
+    let primaries = cluster.primaries();
+    assert_eq!(primaries.len(), 3);
+    let mut keys_of: BTreeMap<u16, usize> = BTreeMap::new();
+    let mut slots_of: BTreeMap<u16, BTreeSet<u16>> = BTreeMap::new();
+    for key in &keys {
+        let primary = cluster.primary_for_key(key);
+        *keys_of.entry(primary).or_default() += 1;
+        slots_of
+            .entry(primary)
+            .or_default()
+            .insert(tally_api::store::keys::hash_slot(key.as_bytes()));
+    }
+    // Every primary serves several of the series' slots (one pipeline each, before).
+    for p in &primaries {
+        assert!(slots_of[p].len() > 5, "{p}: {:?}", slots_of[p]);
+    }
+
+    let store = Store::new(&config, TypeIndex::new()).expect("a store");
+    // The first call connects and reads the slot map.
+    let first = store
+        .export_states("latency", &keys, Part::AllTime)
+        .await
+        .expect("an export");
+    assert!(first.iter().all(Option::is_some));
+    let mut conns: Vec<_> = primaries.iter().map(|p| cluster.node_conn(*p)).collect();
+    // A primary's replica may send an ack within the measure: the fewest reads of 3 tries.
+    let mut fewest: BTreeMap<u16, u64> = BTreeMap::new();
+    for _ in 0..3 {
+        let exports: Vec<u64> = primaries
+            .iter()
+            .map(|p| calls(cluster.node(*p), "METRIC.EXPORT"))
+            .collect();
+        let before: Vec<u64> = conns.iter_mut().map(reads).collect();
+        let again = store
+            .export_states("latency", &keys, Part::AllTime)
+            .await
+            .expect("an export");
+        assert_eq!(again, first);
+        for (i, p) in primaries.iter().enumerate() {
+            // The reading INFO counts itself once.
+            let got = reads(&mut conns[i]) - before[i] - 1;
+            let least = fewest.entry(*p).or_insert(u64::MAX);
+            *least = (*least).min(got);
+            assert_eq!(
+                calls(cluster.node(*p), "METRIC.EXPORT") - exports[i],
+                keys_of[p] as u64,
+                "{p}"
+            );
+        }
+    }
+    // One pipeline (one read) per primary, though each serves several slots of the keys. (A
+    // bound, not a count: redis-rs may coalesce pipelines sent at once into one write; the
+    // grouping itself is unit-tested in `store::labels`.)
+    for p in &primaries {
+        assert_eq!(fewest[p], 1, "{p}: {fewest:?}, slots {:?}", slots_of[p]);
+    }
+
+    // A failover behind the cached slot map: the pipeline to the dead primary fails, the
+    // store falls back to per-slot pipelines and reads the map again; never a wrong answer.
+    drop(conns);
+    cluster.kill_primary_of(&keys[0]);
+    cluster.wait_failover(&keys[0]);
+    let started = std::time::Instant::now();
+    loop {
+        match store.export_states("latency", &keys, Part::AllTime).await {
+            Ok(states) => {
+                assert_eq!(states, first);
+                break;
+            }
+            Err(e) => assert!(
+                started.elapsed() < std::time::Duration::from_secs(20),
+                "{e}\n{}",
+                cluster.report()
+            ),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    // Then straight to the new primaries again.
+    let again = store.export_states("latency", &keys, Part::AllTime).await;
+    assert_eq!(again.expect("an export"), first);
 }
 
 #[tokio::test]

@@ -15,7 +15,10 @@
 //! a key. The overflow series of a type is the tag set `__overflow__=true`.
 
 use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
+use redis::cluster_routing::SingleNodeRoutingInfo;
 use redis::{Cmd, Value};
 
 use super::error::{refused, with_kind, Argument, Result, StoreError};
@@ -180,9 +183,14 @@ return out";
     }
 
     /// `METRIC.EXPORT` of each of `keys` (series keys of `kind`): the encoded state, `None`
-    /// for a missing key. One pipeline on a single node; in cluster mode one pipeline per hash
-    /// slot, all sent at once over the multiplexed connection to each node (so each node gets
-    /// its commands back to back: one round trip per node, not one per series).
+    /// for a missing key. One pipeline on a single node. In cluster mode one pipeline per
+    /// primary: the keys are grouped by the node that serves their slot (the cached slot map,
+    /// see [`group_by_node`]) and each node gets all its commands in one pipeline, sent to its
+    /// address (Redis Cluster serves a multi-slot pipeline when the node owns every slot): one
+    /// round trip per node, not one per series. If a node's pipeline fails in any way (MOVED,
+    /// ASK, CLUSTERDOWN, TRYAGAIN, a connection error, a timeout: the map may be stale), the
+    /// map is dropped (read again by the next request) and this request falls back to one
+    /// pipeline per hash slot, routed by redis-rs (which follows redirections).
     pub async fn export_states(
         &self,
         kind: &str,
@@ -202,30 +210,10 @@ return out";
             }
             self.read_pipeline(&pipe).await
         } else {
-            let mut by_slot: BTreeMap<u16, Vec<(usize, Cmd)>> = BTreeMap::new();
-            for (i, (key, cmd)) in keys.iter().zip(cmds).enumerate() {
-                by_slot
-                    .entry(super::keys::hash_slot(key.as_bytes()))
-                    .or_default()
-                    .push((i, cmd));
+            match self.export_per_node(keys, &cmds).await {
+                Some(replies) => Ok(replies),
+                None => self.export_per_slot(keys, cmds).await,
             }
-            let groups: Vec<Vec<(usize, Cmd)>> = by_slot.into_values().collect();
-            let results = futures_util::future::join_all(groups.iter().map(|g| {
-                let mut pipe = redis::pipe();
-                pipe.ignore_errors();
-                for (_, cmd) in g {
-                    pipe.add_command(cmd.clone());
-                }
-                async move { self.read_pipeline(&pipe).await }
-            }))
-            .await;
-            let mut out = vec![Value::Nil; keys.len()];
-            for (g, r) in groups.iter().zip(results) {
-                for ((i, _), v) in g.iter().zip(r?) {
-                    out[*i] = v;
-                }
-            }
-            Ok(out)
         };
         let replies = replies.map_err(|e| with_kind(e, kind))?;
         if replies.len() != keys.len() {
@@ -240,6 +228,97 @@ return out";
                 other => Err(StoreError::Protocol(format!("METRIC.EXPORT: {other:?}"))),
             })
             .collect()
+    }
+
+    /// Cluster mode: the replies of `cmds` (one per key of `keys`), one pipeline per primary
+    /// sent to its address, all at once; `None` if the slot map is unknown or incomplete, or
+    /// if any node's pipeline fails or answers a cluster error (the map is then dropped).
+    async fn export_per_node(&self, keys: &[String], cmds: &[Cmd]) -> Option<Vec<Value>> {
+        let Conn::Cluster { shared, .. } = &self.conn else {
+            return None;
+        };
+        let map = self.slot_map().await?;
+        let Some(groups) = group_by_node(keys, &map) else {
+            self.slot_map.forget();
+            return None;
+        };
+        let results = futures_util::future::join_all(groups.iter().map(|((host, port), at)| {
+            let mut pipe = redis::pipe();
+            for &i in at {
+                pipe.add_command(cmds[i].clone());
+            }
+            let route = SingleNodeRoutingInfo::ByAddress {
+                host: host.clone(),
+                port: *port,
+            };
+            let mut conn = shared.clone();
+            async move {
+                tokio::time::timeout(self.deadline, conn.route_pipeline(pipe, 0, at.len(), route))
+                    .await
+            }
+        }))
+        .await;
+        let mut out = vec![Value::Nil; keys.len()];
+        for ((_, at), result) in groups.iter().zip(results) {
+            match result {
+                Ok(Ok(values))
+                    if values.len() == at.len() && !values.iter().any(is_cluster_error) =>
+                {
+                    for (&i, v) in at.iter().zip(values) {
+                        out[i] = v;
+                    }
+                }
+                _ => {
+                    self.slot_map.forget();
+                    return None;
+                }
+            }
+        }
+        Some(out)
+    }
+
+    /// Cluster mode: the replies of `cmds`, one pipeline per hash slot (redis-rs routes each
+    /// one and follows MOVED / ASK), all sent at once.
+    async fn export_per_slot(&self, keys: &[String], cmds: Vec<Cmd>) -> Result<Vec<Value>> {
+        let mut by_slot: BTreeMap<u16, Vec<(usize, Cmd)>> = BTreeMap::new();
+        for (i, (key, cmd)) in keys.iter().zip(cmds).enumerate() {
+            by_slot
+                .entry(super::keys::hash_slot(key.as_bytes()))
+                .or_default()
+                .push((i, cmd));
+        }
+        let groups: Vec<Vec<(usize, Cmd)>> = by_slot.into_values().collect();
+        let results = futures_util::future::join_all(groups.iter().map(|g| {
+            let mut pipe = redis::pipe();
+            pipe.ignore_errors();
+            for (_, cmd) in g {
+                pipe.add_command(cmd.clone());
+            }
+            async move { self.read_pipeline(&pipe).await }
+        }))
+        .await;
+        let mut out = vec![Value::Nil; keys.len()];
+        for (g, r) in groups.iter().zip(results) {
+            for ((i, _), v) in g.iter().zip(r?) {
+                out[*i] = v;
+            }
+        }
+        Ok(out)
+    }
+
+    /// The cached slot map, read again (`CLUSTER SLOTS`) when missing or older than
+    /// [`SLOT_MAP_TTL`]; `None` if it cannot be read.
+    async fn slot_map(&self) -> Option<Arc<SlotMap>> {
+        if let Some(map) = self.slot_map.fresh() {
+            return Some(map);
+        }
+        let reply = self
+            .call(&redis::cmd("CLUSTER").arg("SLOTS").clone())
+            .await
+            .ok()?;
+        let map = Arc::new(SlotMap::parse(&reply)?);
+        self.slot_map.set(map.clone());
+        Some(map)
     }
 
     /// A pipeline of reads on the shared connection (one node's pipeline in cluster mode); a
@@ -269,6 +348,124 @@ const REFUSABLE: [Argument; 5] = [
     Argument::FromMs,
     Argument::ToMs,
 ];
+
+/// How long a slot map is trusted before it is read again (a stale one is also dropped at
+/// its first failure).
+pub const SLOT_MAP_TTL: Duration = Duration::from_secs(10);
+
+/// A primary's address as `CLUSTER SLOTS` names it (the address redis-rs connects to).
+pub type NodeAddr = (String, u16);
+
+/// Which primary serves each hash slot, from `CLUSTER SLOTS`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SlotMap {
+    /// `(first slot, last slot, node)`, sorted, not overlapping.
+    ranges: Vec<(u16, u16, NodeAddr)>,
+}
+
+impl SlotMap {
+    /// A map of `ranges` (`(first slot, last slot, node)`, in any order).
+    pub fn new(mut ranges: Vec<(u16, u16, NodeAddr)>) -> SlotMap {
+        ranges.sort();
+        SlotMap { ranges }
+    }
+
+    /// The primary serving `slot`, if the map knows one.
+    pub fn node_of(&self, slot: u16) -> Option<&NodeAddr> {
+        let after = self.ranges.partition_point(|(first, _, _)| *first <= slot);
+        let (_, last, node) = self.ranges.get(after.checked_sub(1)?)?;
+        (slot <= *last).then_some(node)
+    }
+
+    /// The map of a `CLUSTER SLOTS` reply: `[[first, last, [host, port, ...], replicas...]...]`;
+    /// a range whose primary has no usable host (empty, `?`) is left out.
+    fn parse(reply: &Value) -> Option<SlotMap> {
+        let Value::Array(items) = reply else {
+            return None;
+        };
+        let mut ranges = Vec::new();
+        for item in items {
+            let Value::Array(fields) = item else {
+                return None;
+            };
+            let [Value::Int(first), Value::Int(last), Value::Array(primary), ..] = &fields[..]
+            else {
+                return None;
+            };
+            let (Some(host), Some(Value::Int(port))) = (primary.first(), primary.get(1)) else {
+                return None;
+            };
+            let host = match host {
+                Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
+                Value::SimpleString(s) => s.clone(),
+                _ => return None,
+            };
+            if host.is_empty() || host == "?" {
+                continue;
+            }
+            ranges.push((
+                u16::try_from(*first).ok()?,
+                u16::try_from(*last).ok()?,
+                (host, u16::try_from(*port).ok()?),
+            ));
+        }
+        Some(SlotMap::new(ranges))
+    }
+}
+
+/// A store's cached [`SlotMap`] and when it was read.
+#[derive(Default)]
+pub(super) struct SlotMapCache(Mutex<Option<(Instant, Arc<SlotMap>)>>);
+
+impl SlotMapCache {
+    fn fresh(&self) -> Option<Arc<SlotMap>> {
+        let cached = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        cached
+            .as_ref()
+            .filter(|(at, _)| at.elapsed() < SLOT_MAP_TTL)
+            .map(|(_, map)| map.clone())
+    }
+
+    fn set(&self, map: Arc<SlotMap>) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some((Instant::now(), map));
+    }
+
+    fn forget(&self) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+}
+
+/// `keys` grouped by the primary serving their hash slot: each node once (in the order of
+/// its first key), with the indexes of its keys in order. `None` if a slot has no primary in
+/// `map`.
+pub fn group_by_node(keys: &[String], map: &SlotMap) -> Option<Vec<(NodeAddr, Vec<usize>)>> {
+    let mut groups: Vec<(NodeAddr, Vec<usize>)> = Vec::new();
+    for (i, key) in keys.iter().enumerate() {
+        let node = map.node_of(super::keys::hash_slot(key.as_bytes()))?;
+        match groups.iter_mut().find(|(n, _)| n == node) {
+            Some((_, at)) => at.push(i),
+            None => groups.push((node.clone(), vec![i])),
+        }
+    }
+    Some(groups)
+}
+
+/// A reply that says the node does not (or not yet) serve the key's slot.
+fn is_cluster_error(v: &Value) -> bool {
+    let Value::ServerError(e) = v else {
+        return false;
+    };
+    let code = e.code();
+    [
+        "MOVED",
+        "ASK",
+        "TRYAGAIN",
+        "CLUSTERDOWN",
+        "MASTERDOWN",
+        "LOADING",
+    ]
+    .contains(&code)
+}
 
 /// `METRIC.EXPORT key [WINDOW w | RANGE from to bucket]`.
 fn export_cmd(key: &str, part: Part) -> Cmd {
@@ -342,5 +539,110 @@ mod tests {
             unescape(&escape("a b,c=d{e}|%é")).as_deref(),
             Some("a b,c=d{e}|%é")
         );
+    }
+
+    fn node(port: u16) -> NodeAddr {
+        ("127.0.0.1".to_string(), port)
+    }
+
+    #[test]
+    fn the_slot_map_finds_the_primary_of_every_slot_it_covers() {
+        let map = SlotMap::new(vec![
+            (10923, 16383, node(3)),
+            (0, 5460, node(1)),
+            (5461, 10922, node(2)),
+        ]);
+        assert_eq!(map.node_of(0), Some(&node(1)));
+        assert_eq!(map.node_of(5460), Some(&node(1)));
+        assert_eq!(map.node_of(5461), Some(&node(2)));
+        assert_eq!(map.node_of(10923), Some(&node(3)));
+        assert_eq!(map.node_of(16383), Some(&node(3)));
+        let holes = SlotMap::new(vec![(0, 99, node(1)), (200, 16383, node(2))]);
+        assert_eq!(holes.node_of(100), None);
+        assert_eq!(holes.node_of(199), None);
+        assert_eq!(holes.node_of(200), Some(&node(2)));
+        assert_eq!(SlotMap::default().node_of(0), None);
+    }
+
+    #[test]
+    fn keys_are_grouped_once_per_node_whatever_their_slots() {
+        let map = SlotMap::new(vec![
+            (0, 5460, node(1)),
+            (5461, 10922, node(2)),
+            (10923, 16383, node(3)),
+        ]);
+        let keys: Vec<String> = (0..100)
+            .map(|h| member_key("latency", &format!("host=web-{h}")))
+            .collect();
+        let groups = group_by_node(&keys, &map).unwrap();
+        // Three pipelines, though the keys hash to (about) a hundred slots.
+        assert_eq!(groups.len(), 3);
+        let slots: std::collections::BTreeSet<u16> = keys
+            .iter()
+            .map(|k| super::super::keys::hash_slot(k.as_bytes()))
+            .collect();
+        assert!(slots.len() > 90, "{}", slots.len());
+        let mut seen: Vec<usize> = Vec::new();
+        for (addr, at) in &groups {
+            assert!(at.windows(2).all(|w| w[0] < w[1]), "{at:?}");
+            for &i in at {
+                let slot = super::super::keys::hash_slot(keys[i].as_bytes());
+                assert_eq!(map.node_of(slot), Some(addr));
+            }
+            seen.extend(at);
+        }
+        seen.sort();
+        assert_eq!(seen, (0..keys.len()).collect::<Vec<_>>());
+        // A slot the map does not cover: no grouping (the caller falls back to per-slot).
+        let partial = SlotMap::new(vec![(0, 5460, node(1))]);
+        assert_eq!(group_by_node(&keys, &partial), None);
+        assert_eq!(group_by_node(&[], &partial), Some(vec![]));
+    }
+
+    #[test]
+    fn cluster_slots_replies_are_read_with_their_primaries() {
+        let bulk = |s: &str| Value::BulkString(s.as_bytes().to_vec());
+        let range = |first, last, host: &str, port| {
+            Value::Array(vec![
+                Value::Int(first),
+                Value::Int(last),
+                Value::Array(vec![bulk(host), Value::Int(port), bulk("id")]),
+                Value::Array(vec![bulk("127.0.0.1"), Value::Int(9), bulk("replica")]),
+            ])
+        };
+        let reply = Value::Array(vec![
+            range(5461, 16383, "127.0.0.1", 2),
+            range(0, 5460, "127.0.0.1", 1),
+        ]);
+        assert_eq!(
+            SlotMap::parse(&reply),
+            Some(SlotMap::new(vec![
+                (0, 5460, node(1)),
+                (5461, 16383, node(2))
+            ]))
+        );
+        // An unknown primary leaves its range out.
+        let reply = Value::Array(vec![range(0, 5460, "?", 1), range(5461, 16383, "", 2)]);
+        assert_eq!(SlotMap::parse(&reply), Some(SlotMap::default()));
+        assert_eq!(SlotMap::parse(&Value::Nil), None);
+        assert_eq!(SlotMap::parse(&Value::Array(vec![Value::Int(1)])), None);
+    }
+
+    #[test]
+    fn only_cluster_errors_count_as_a_stale_map() {
+        let err = |text: &str| match redis::parse_redis_value(format!("-{text}\r\n").as_bytes()) {
+            Ok(v) => v,
+            Err(e) => panic!("{e}"),
+        };
+        assert!(is_cluster_error(&err("MOVED 3999 127.0.0.1:6381")));
+        assert!(is_cluster_error(&err("ASK 3999 127.0.0.1:6381")));
+        assert!(is_cluster_error(&err("CLUSTERDOWN The cluster is down")));
+        assert!(is_cluster_error(&err(
+            "TRYAGAIN Multiple keys request during rehashing"
+        )));
+        assert!(!is_cluster_error(&err(
+            "ERR window_ms exceeds the retention"
+        )));
+        assert!(!is_cluster_error(&Value::Nil));
     }
 }

@@ -111,6 +111,8 @@ pub struct Store {
     type_index: Arc<TypeIndex>,
     /// `MAX_TYPES`: the cap of the type index.
     max_types: usize,
+    /// Cluster mode: which primary serves each slot, and when it was read (see `labels`).
+    slot_map: labels::SlotMapCache,
 }
 impl Store {
     /// Creates the (lazy) connections; nothing is sent yet. Must run inside a Tokio runtime.
@@ -183,6 +185,7 @@ impl Store {
             wait_deadline: deadline + wait_ms,
             type_index,
             max_types: config.max_types,
+            slot_map: labels::SlotMapCache::default(),
         })
     }
 
